@@ -1,0 +1,35 @@
+/**
+ * The one table from error code to HTTP status and title. Codes are stable forever once
+ * shipped; a test checks this table against the spec's ErrorCode enum.
+ */
+export const ERRORS = {
+  UNAUTHENTICATED: { status: 401, title: 'Unauthenticated' },
+  FORBIDDEN: { status: 403, title: 'Forbidden' },
+  NOT_FOUND: { status: 404, title: 'Not found' },
+  VALIDATION_FAILED: { status: 400, title: 'Validation failed' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type' },
+  PAYLOAD_TOO_LARGE: { status: 413, title: 'Payload too large' },
+  OBJECT_TOO_LARGE: { status: 413, title: 'Object too large' },
+  SERVICE_UNAVAILABLE: { status: 503, title: 'Service unavailable' },
+  INTERNAL: { status: 500, title: 'Internal error' },
+} as const
+
+export type ErrorCode = keyof typeof ERRORS
+
+/** Extra problem fields that help the client (`line`, `activeRequestId`, …). */
+export type ProblemExtra = Record<string, string | number | boolean | null | object>
+
+/** The one error class. Its HTTP status comes from ERRORS, never from the call site. */
+export class AppError extends Error {
+  readonly status: number
+  constructor (readonly code: ErrorCode, readonly detail?: string, readonly extra: ProblemExtra = {}) {
+    super(detail ?? ERRORS[code].title)
+    this.name = 'AppError'
+    this.status = ERRORS[code].status
+  }
+}
+
+/** The RFC 9457 problem `type` URI of a code. */
+export function problemType (code: ErrorCode): string {
+  return `urn:bulk-export:problem:${code.toLowerCase().replaceAll('_', '-')}`
+}

@@ -1,0 +1,26 @@
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parse } from 'yaml'
+
+/** openapi.yaml at the project root; src/plugins and dist/plugins are two levels below. */
+export const SPEC_FILE = join(dirname(fileURLToPath(import.meta.url)), '../../openapi.yaml')
+
+/**
+ * Serves the hand-written spec as it is (static mode: the routes never rewrite the
+ * contract) and Swagger UI at /docs. The spec's server list points at PUBLIC_URL when set.
+ */
+export default fp(async function docsPlugin (app: FastifyInstance) {
+  const document = parse(readFileSync(SPEC_FILE, 'utf8'))
+  if (app.config.publicUrl) document.servers = [{ url: app.config.publicUrl }]
+  await app.register(swagger, { mode: 'static', specification: { document } })
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    staticCSP: true,
+    uiConfig: { deepLinking: true, defaultModelsExpandDepth: 0 },
+  })
+}, { name: 'docs', dependencies: ['db'] })

@@ -1,0 +1,79 @@
+import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { Readable } from 'node:stream'
+import { operations, type StoredObject } from '../contract/generated.js'
+import { AppError } from '../errors.js'
+import { principalOf } from '../plugins/auth.js'
+import { requireFirmAccess } from '../services/access.js'
+
+/**
+ * Objects are sent as their stored bytes, never re-serialized, so what comes back is what
+ * went in; the cast tells the type provider these bytes are a StoredObject.
+ */
+function asStored (doc: Buffer): StoredObject {
+  return doc as unknown as StoredObject
+}
+
+/** Import (NDJSON) and one-object CRUD. */
+export default async function objectsRoutes (fastify: FastifyInstance) {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  const objects = app.services.objects
+  const { objectMaxBytes, importMaxBytes } = app.config
+
+  // The import body is NDJSON and nothing else, handed over as a stream (never buffered).
+  await app.register(async function importScope (scope) {
+    scope.removeAllContentTypeParsers()
+    scope.addContentTypeParser(['application/x-ndjson', 'application/jsonl'], (_request, payload, done) => done(null, payload))
+    scope.withTypeProvider<TypeBoxTypeProvider>().route({
+      ...operations.importObjects,
+      handler: async (request) => {
+        const { firmId, objectType } = request.params
+        requireFirmAccess(principalOf(request), firmId)
+        const declared = Number(request.headers['content-length'])
+        if (declared > importMaxBytes) {
+          throw new AppError('PAYLOAD_TOO_LARGE', `the request body is larger than ${importMaxBytes} bytes (IMPORT_MAX_BYTES)`)
+        }
+        const body = request.body as Readable | undefined
+        if (!body) throw new AppError('VALIDATION_FAILED', 'the body is empty; send one JSON object per line')
+        try {
+          return await objects.importNdjson(firmId, objectType, body)
+        } catch (err) {
+          // Discard the rest of the body so the client reads the problem, not a reset.
+          body.resume()
+          throw err
+        }
+      },
+    })
+  })
+
+  app.route({
+    ...operations.getObject,
+    handler: async (request, reply) => {
+      const { firmId, objectType, objectId } = request.params
+      requireFirmAccess(principalOf(request), firmId)
+      return reply.type('application/json; charset=utf-8').send(asStored(objects.getObject(firmId, objectType, objectId)))
+    },
+  })
+
+  app.route({
+    ...operations.putObject,
+    // Room for a pretty-printed body whose compact form is within the object limit.
+    bodyLimit: objectMaxBytes * 2 + 65536,
+    handler: async (request, reply) => {
+      const { firmId, objectType, objectId } = request.params
+      requireFirmAccess(principalOf(request), firmId)
+      const { created, doc } = objects.putObject(firmId, objectType, objectId, request.body)
+      return reply.code(created ? 201 : 200).type('application/json; charset=utf-8').send(asStored(doc))
+    },
+  })
+
+  app.route({
+    ...operations.deleteObject,
+    handler: async (request, reply) => {
+      const { firmId, objectType, objectId } = request.params
+      requireFirmAccess(principalOf(request), firmId)
+      objects.deleteObject(firmId, objectType, objectId)
+      return reply.code(204).send()
+    },
+  })
+}

@@ -1,0 +1,33 @@
+import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { operations } from '../contract/generated.js'
+import { AppError } from '../errors.js'
+
+/** Health, readiness and the API description. */
+export default async function operationsRoutes (fastify: FastifyInstance) {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  let closing = false
+  app.addHook('preClose', async () => { closing = true })
+
+  app.route({ ...operations.getHealth, handler: async () => ({ status: 'ok' as const }) })
+
+  app.route({
+    ...operations.getReadiness,
+    handler: async () => {
+      if (closing) throw new AppError('SERVICE_UNAVAILABLE', 'the server is shutting down')
+      try {
+        app.store.sqlite.prepare('SELECT 1').get()
+      } catch {
+        throw new AppError('SERVICE_UNAVAILABLE', 'the database does not answer')
+      }
+      return { status: 'ready' as const }
+    },
+  })
+
+  app.route({ ...operations.getOpenApiJson, handler: async () => app.swagger() as unknown as Record<string, unknown> })
+
+  app.route({
+    ...operations.getOpenApiYaml,
+    handler: async (_request, reply) => reply.type('application/yaml; charset=utf-8').send(app.swagger({ yaml: true })),
+  })
+}

@@ -1,0 +1,107 @@
+import { AppError } from '../errors.js'
+
+const NL = 0x0a
+const decoder = new TextDecoder('utf-8', { fatal: true })
+
+function isBlank (b: number): boolean {
+  return b === 0x20 || b === 0x09 || b === 0x0d
+}
+
+/** The line without surrounding spaces, tabs and carriage returns (no copy). */
+export function trimLine (line: Buffer): Buffer {
+  let start = 0
+  let end = line.length
+  while (start < end && isBlank(line[start])) start++
+  while (end > start && isBlank(line[end - 1])) end--
+  return line.subarray(start, end)
+}
+
+/** Whether an object id can be stored and read back unchanged. */
+export function isValidObjectId (id: unknown): id is string {
+  return typeof id === 'string' && id.length >= 1 && id.length <= 256 && id.isWellFormed() && !id.includes('\u0000')
+}
+
+/**
+ * Validates one trimmed, non-empty NDJSON line as an object document and returns its id.
+ * Throws AppError naming the 1-based line on any fault.
+ */
+export function parseObjectLine (line: Buffer, lineNo: number, maxBytes: number): string {
+  if (line.length > maxBytes) {
+    throw new AppError('OBJECT_TOO_LARGE', `line ${lineNo}: the object is ${line.length} bytes; the limit is ${maxBytes} (OBJECT_MAX_BYTES)`, { line: lineNo })
+  }
+  let text: string
+  try {
+    text = decoder.decode(line)
+  } catch {
+    throw new AppError('VALIDATION_FAILED', `line ${lineNo}: not valid UTF-8`, { line: lineNo })
+  }
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (err) {
+    throw new AppError('VALIDATION_FAILED', `line ${lineNo}: not valid JSON (${(err as Error).message})`, { line: lineNo })
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new AppError('VALIDATION_FAILED', `line ${lineNo}: must be a JSON object`, { line: lineNo })
+  }
+  const id = (value as { id?: unknown }).id
+  if (!isValidObjectId(id)) {
+    throw new AppError('VALIDATION_FAILED', `line ${lineNo}: "id" must be a string of 1 to 256 well-formed characters without NUL`, { line: lineNo })
+  }
+  return id
+}
+
+export interface NdjsonLimits {
+  /** Largest object line (after trimming). */
+  maxLineBytes: number
+  /** Largest whole body. */
+  maxTotalBytes: number
+}
+
+/**
+ * Splits a byte stream into NDJSON lines, yielding each non-blank line (trimmed) with its
+ * 1-based number. Memory holds at most one line plus one chunk: a line that grows past
+ * the object limit, or a body past the total limit, throws before more is read.
+ */
+export async function * readLines (body: AsyncIterable<Buffer>, limits: NdjsonLimits): AsyncGenerator<{ line: Buffer, lineNo: number }> {
+  let total = 0
+  let lineNo = 0
+  let pending: Buffer[] = []
+  let pendingBytes = 0
+  let first = true
+  // Spaces around a line do not count towards the object limit, within reason.
+  const maxRaw = limits.maxLineBytes + 4096
+  for await (const chunk of body) {
+    total += chunk.length
+    if (total > limits.maxTotalBytes) {
+      throw new AppError('PAYLOAD_TOO_LARGE', `the request body is larger than ${limits.maxTotalBytes} bytes (IMPORT_MAX_BYTES)`)
+    }
+    let start = 0
+    if (first && chunk.length >= 3 && chunk[0] === 0xef && chunk[1] === 0xbb && chunk[2] === 0xbf) start = 3
+    first = false
+    for (;;) {
+      const nl = chunk.indexOf(NL, start)
+      if (nl === -1) break
+      const piece = chunk.subarray(start, nl)
+      const raw = pending.length ? Buffer.concat([...pending, piece]) : piece
+      pending = []
+      pendingBytes = 0
+      lineNo++
+      const line = trimLine(raw)
+      if (line.length) yield { line, lineNo }
+      start = nl + 1
+    }
+    if (start < chunk.length) {
+      pending.push(chunk.subarray(start))
+      pendingBytes += chunk.length - start
+      if (pendingBytes > maxRaw) {
+        throw new AppError('OBJECT_TOO_LARGE', `line ${lineNo + 1}: the object is larger than ${limits.maxLineBytes} bytes (OBJECT_MAX_BYTES)`, { line: lineNo + 1 })
+      }
+    }
+  }
+  if (pendingBytes) {
+    lineNo++
+    const line = trimLine(Buffer.concat(pending))
+    if (line.length) yield { line, lineNo }
+  }
+}

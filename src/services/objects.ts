@@ -1,0 +1,72 @@
+import { randomUUID } from 'node:crypto'
+import type { Config } from '../config.js'
+import { AppError } from '../errors.js'
+import type { ObjectsStore, StagedRow } from '../store/objects-store.js'
+import { isValidObjectId, parseObjectLine, readLines } from './ndjson.js'
+
+/** How many validated lines are staged per write transaction. */
+const STAGE_BATCH_ROWS = 2000
+const STAGE_BATCH_BYTES = 8 * 1024 * 1024
+
+export function createObjectsService (store: ObjectsStore, config: Pick<Config, 'objectMaxBytes' | 'importMaxBytes'>, now = Date.now) {
+  return {
+    /**
+     * Streams an NDJSON body into the collection, all or nothing: every line is validated
+     * and staged first; only a wholly valid body is merged, in one transaction.
+     */
+    async importNdjson (firmId: string, type: string, body: AsyncIterable<Buffer>): Promise<{ imported: number }> {
+      const importId = randomUUID()
+      let batch: StagedRow[] = []
+      let batchBytes = 0
+      let count = 0
+      try {
+        for await (const { line, lineNo } of readLines(body, { maxLineBytes: config.objectMaxBytes, maxTotalBytes: config.importMaxBytes })) {
+          const id = parseObjectLine(line, lineNo, config.objectMaxBytes)
+          batch.push({ seq: lineNo, id, doc: line })
+          batchBytes += line.length
+          count++
+          if (batch.length >= STAGE_BATCH_ROWS || batchBytes >= STAGE_BATCH_BYTES) {
+            store.insertStagedRows(importId, batch)
+            batch = []
+            batchBytes = 0
+          }
+        }
+        if (batch.length) store.insertStagedRows(importId, batch)
+        store.mergeStagedRows(importId, firmId, type, now())
+        return { imported: count }
+      } catch (err) {
+        store.deleteStagedRows(importId)
+        throw err
+      }
+    },
+
+    /** The stored JSON bytes of one object; 404 when absent. */
+    getObject (firmId: string, type: string, id: string): Buffer {
+      const doc = store.selectObjectDoc(firmId, type, id)
+      if (!doc) throw new AppError('NOT_FOUND', `no ${type} object with id '${id}' in firm '${firmId}'`)
+      return doc
+    },
+
+    /** Stores one object under its id; tells whether it was created. */
+    putObject (firmId: string, type: string, id: string, body: Record<string, unknown>): { created: boolean, doc: Buffer } {
+      if (!isValidObjectId(id)) throw new AppError('VALIDATION_FAILED', 'the object id must be 1 to 256 well-formed characters without NUL')
+      if (body.id !== id) {
+        throw new AppError('VALIDATION_FAILED', `the body's "id" (${JSON.stringify(body.id)}) must equal the objectId of the path ('${id}')`)
+      }
+      const doc = Buffer.from(JSON.stringify(body), 'utf8')
+      if (doc.length > config.objectMaxBytes) {
+        throw new AppError('OBJECT_TOO_LARGE', `the object is ${doc.length} bytes; the limit is ${config.objectMaxBytes} (OBJECT_MAX_BYTES)`)
+      }
+      return { created: store.upsertObject(firmId, type, id, doc, now()), doc }
+    },
+
+    /** Deletes one object; 404 when absent. */
+    deleteObject (firmId: string, type: string, id: string): void {
+      if (!store.deleteObject(firmId, type, id)) {
+        throw new AppError('NOT_FOUND', `no ${type} object with id '${id}' in firm '${firmId}'`)
+      }
+    },
+  }
+}
+
+export type ObjectsService = ReturnType<typeof createObjectsService>

@@ -1,0 +1,45 @@
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from '../../src/app.js'
+import { loadConfig, type Config } from '../../src/config.js'
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789'
+
+interface TapLike {
+  testdir: (fixture?: object) => string
+  teardown: (fn: () => unknown) => void
+}
+
+/**
+ * Builds the real app on a fresh SQLite file in a tap fixture directory (migrations
+ * applied) and closes it in teardown. `env` overrides the environment the config reads.
+ */
+export async function build (t: TapLike, env: Record<string, string> = {}): Promise<FastifyInstance & { testConfig: Config }> {
+  const config = loadConfig({ DATA_DIR: t.testdir(), ADMIN_TOKEN, LOG_LEVEL: 'silent', ...env })
+  const app = await buildApp(config)
+  t.teardown(() => app.close())
+  return Object.assign(app, { testConfig: config })
+}
+
+export const admin = { authorization: `Bearer ${ADMIN_TOKEN}` }
+
+/** Creates the firms (idempotently) and a user in them; returns its id and token. */
+export async function createUser (app: FastifyInstance, firms: string[], name = 'tester'): Promise<{ userId: string, token: string, tokenId: string, headers: Record<string, string> }> {
+  for (const firmId of firms) {
+    const res = await app.inject({ method: 'PUT', url: `/api/v1/admin/firms/${firmId}`, headers: admin })
+    if (res.statusCode >= 300) throw new Error(`putFirm ${firmId}: ${res.statusCode} ${res.body}`)
+  }
+  const res = await app.inject({ method: 'POST', url: '/api/v1/admin/users', headers: admin, payload: { name, firms } })
+  if (res.statusCode !== 201) throw new Error(`createUser: ${res.statusCode} ${res.body}`)
+  const body = res.json()
+  return { userId: body.userId, token: body.token, tokenId: body.tokenId, headers: { authorization: `Bearer ${body.token}` } }
+}
+
+/** Imports NDJSON lines into a collection through the API. */
+export async function importLines (app: FastifyInstance, headers: Record<string, string>, firmId: string, type: string, lines: string[] | string) {
+  return app.inject({
+    method: 'POST',
+    url: `/api/v1/idm/${firmId}/${type}/import`,
+    headers: { ...headers, 'content-type': 'application/x-ndjson' },
+    payload: typeof lines === 'string' ? lines : lines.map((l) => l + '\n').join(''),
+  })
+}
