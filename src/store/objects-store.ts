@@ -21,6 +21,11 @@ export function createObjectsStore ({ sqlite }: Store) {
     INSERT INTO objects (firm_id, type, id, doc, created_at, updated_at)
     SELECT ?, ?, id, doc, ?, ? FROM import_rows WHERE import_id = ? ORDER BY seq
     ON CONFLICT (firm_id, type, id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`)
+  const upsertOne = sqlite.prepare<[string, string, string, Buffer, number, number]>(`
+    INSERT INTO objects (firm_id, type, id, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (firm_id, type, id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`)
+  const countObjects = sqlite.prepare<[string, string], { n: number }>(
+    'SELECT count(*) AS n FROM objects WHERE firm_id = ? AND type = ?')
   const deleteStaged = sqlite.prepare<[string]>('DELETE FROM import_rows WHERE import_id = ?')
   const deleteAllStaged = sqlite.prepare('DELETE FROM import_rows')
 
@@ -56,6 +61,13 @@ export function createObjectsStore ({ sqlite }: Store) {
     }),
 
     deleteStagedRows: (importId: string): void => { deleteStaged.run(importId) },
+
+    /** Upserts many objects in one transaction (bulk loads such as the demo seed). */
+    upsertObjects: sqlite.transaction((firmId: string, type: string, rows: Array<{ id: string, doc: Buffer }>, now: number): void => {
+      for (const r of rows) upsertOne.run(firmId, type, r.id, r.doc, now, now)
+    }),
+
+    countObjects: (firmId: string, type: string): number => countObjects.get(firmId, type)?.n ?? 0,
 
     /** Staging rows left by a crash; no import survives a restart. */
     deleteAllStagedRows: (): number => deleteAllStaged.run().changes,

@@ -1,0 +1,96 @@
+/**
+ * `npm run demo`: seeds a demo firm (~250,000 identity objects) into the embedded SQLite
+ * database, starts the production server (dist/server.js) on it, and prints a token and
+ * ready-to-paste curl commands. Seeding happens once; later runs reuse the data.
+ */
+import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { loadConfig } from '../src/config.js'
+import { createAdminService } from '../src/services/admin.js'
+import { openStore } from '../src/store/db.js'
+import { createObjectsStore } from '../src/store/objects-store.js'
+import { makeGroup, makeUser, prng } from './demo-data.js'
+
+const FIRM = 'demo'
+const USERS = 250_000
+const GROUPS = 2_000
+const BATCH = 10_000
+
+const adminToken = process.env.ADMIN_TOKEN ?? `demo-admin-${randomBytes(16).toString('hex')}`
+const config = loadConfig({ ...process.env, ADMIN_TOKEN: adminToken })
+const store = openStore(config.dataDir)
+const objects = createObjectsStore(store)
+const admin = createAdminService(store)
+
+admin.putFirm(FIRM, 'Demo Corporation')
+function seed (type: string, count: number, make: (rand: () => number, n: number) => Record<string, unknown>, seedNo: number): void {
+  if (objects.countObjects(FIRM, type) >= count) return
+  const rand = prng(seedNo)
+  const started = Date.now()
+  for (let n = 0; n < count; n += BATCH) {
+    const rows = []
+    for (let i = n; i < Math.min(count, n + BATCH); i++) {
+      const obj = make(rand, i)
+      rows.push({ id: obj.id as string, doc: Buffer.from(JSON.stringify(obj)) })
+    }
+    objects.upsertObjects(FIRM, type, rows, Date.now())
+    if (process.stdout.isTTY) process.stdout.write(`\rseeding ${type}: ${Math.min(count, n + BATCH).toLocaleString('en-US')} / ${count.toLocaleString('en-US')}`)
+  }
+  process.stdout.write(`${process.stdout.isTTY ? '\r' : ''}seeded ${count.toLocaleString('en-US')} ${type} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
+}
+seed('users', USERS, makeUser, 1)
+seed('groups', GROUPS, makeGroup, 2)
+
+// One demo user, kept across runs; each run issues it a fresh token (tokens are shown once).
+const stateFile = join(config.dataDir, 'demo-user.json')
+let userId: string | undefined = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')).userId : undefined
+let token: string
+try {
+  if (!userId) throw new Error('no demo user yet')
+  token = admin.issueToken(userId).token
+} catch {
+  const created = admin.createUser('Demo integrator', [FIRM])
+  userId = created.userId
+  token = created.token
+  writeFileSync(stateFile, JSON.stringify({ userId }))
+}
+store.sqlite.close()
+
+// The seed is deterministic: the first group generated is always the same one.
+const firstGroupId = makeGroup(prng(2), 0).id as string
+const base = config.publicUrl ?? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`
+const server = spawn(process.execPath, ['dist/server.js'], {
+  env: { ...process.env, ADMIN_TOKEN: adminToken, DATA_DIR: config.dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
+  stdio: 'inherit',
+})
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => server.kill(signal))
+server.on('exit', (code) => process.exit(code ?? 0))
+
+async function waitReady (): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(`${base}/readyz`)).ok) return
+    } catch {}
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error(`the server did not become ready at ${base}`)
+}
+await waitReady()
+
+console.log(`
+Bulk export server demo is running at ${base}  (Ctrl-C stops it)
+  firm '${FIRM}': ${USERS.toLocaleString('en-US')} users, ${GROUPS.toLocaleString('en-US')} groups
+  API docs:     ${base}/docs
+
+  export TOKEN=${token}
+  export ADMIN_TOKEN=${adminToken}
+
+Try:
+  curl -s -H "Authorization: Bearer $TOKEN" ${base}/api/v1/idm/${FIRM}/groups/${firstGroupId}
+  printf '{"id":"u-1","userName":"ada@example.com"}\\n{"id":"u-2","userName":"grace@example.com"}\\n' | \\
+    curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/x-ndjson' --data-binary @- ${base}/api/v1/idm/${FIRM}/contractors/import
+  curl -s -H "Authorization: Bearer $TOKEN" ${base}/api/v1/idm/${FIRM}/contractors/u-1
+  curl -s -X PUT -H "Authorization: Bearer $ADMIN_TOKEN" ${base}/api/v1/admin/firms/another-firm
+`)
