@@ -4,8 +4,10 @@ import type { Config } from './config.js'
 import authPlugin from './plugins/auth.js'
 import dbPlugin from './plugins/db.js'
 import docsPlugin from './plugins/docs.js'
+import exportPoolPlugin from './plugins/export-pool.js'
 import errorsPlugin from './plugins/errors.js'
 import adminRoutes from './routes/admin.js'
+import exportsRoutes from './routes/exports.js'
 import objectsRoutes from './routes/objects.js'
 import operationsRoutes from './routes/operations.js'
 
@@ -72,6 +74,8 @@ export async function buildApp (config: Config, options: { logger?: FastifyServe
     if (body === '' || (typeof body === 'string' && body.trim() === '')) return done(null, undefined)
     return parseJson(request, body as string, done)
   })
+  // JSON operations take JSON only: a text/plain body is a 415, not a string failing the schema.
+  app.removeContentTypeParser('text/plain')
   // Operations whose request body is optional validate a missing body as an empty one.
   app.addHook('preValidation', async (request) => {
     if (request.body === undefined && request.routeOptions.config?.optionalBody) request.body = {}
@@ -79,11 +83,13 @@ export async function buildApp (config: Config, options: { logger?: FastifyServe
 
   await app.register(errorsPlugin)
   await app.register(dbPlugin, { config })
+  await app.register(exportPoolPlugin)
   await app.register(authPlugin)
   await app.register(docsPlugin)
 
   await app.register(operationsRoutes)
   await app.register(adminRoutes)
   await app.register(objectsRoutes)
+  await app.register(exportsRoutes)
   return app
 }

@@ -11,10 +11,18 @@ export const FirmId = Type.String({"description":"A firm id.","pattern":"^[A-Za-
 export type FirmId = Static<typeof FirmId>
 export const CreatedUser = Type.Object({ "userId": UserId, "name": Type.String(), "firms": Type.Array(FirmId), "tokenId": TokenId, "token": Type.String({"description":"The bearer token. Shown once."}) })
 export type CreatedUser = Static<typeof CreatedUser>
-export const ErrorCode = Type.Union([Type.Literal("UNAUTHENTICATED"), Type.Literal("FORBIDDEN"), Type.Literal("NOT_FOUND"), Type.Literal("VALIDATION_FAILED"), Type.Literal("UNSUPPORTED_MEDIA_TYPE"), Type.Literal("PAYLOAD_TOO_LARGE"), Type.Literal("OBJECT_TOO_LARGE"), Type.Literal("SERVICE_UNAVAILABLE"), Type.Literal("INTERNAL")], {"description":"A stable machine-readable error code."})
+export const ErrorCode = Type.Union([Type.Literal("UNAUTHENTICATED"), Type.Literal("FORBIDDEN"), Type.Literal("NOT_FOUND"), Type.Literal("VALIDATION_FAILED"), Type.Literal("INVALID_CURSOR"), Type.Literal("INVALID_SIGNATURE"), Type.Literal("EXPORT_ALREADY_ACTIVE"), Type.Literal("FILE_EXPIRED"), Type.Literal("RANGE_NOT_SATISFIABLE"), Type.Literal("UNSUPPORTED_MEDIA_TYPE"), Type.Literal("PAYLOAD_TOO_LARGE"), Type.Literal("OBJECT_TOO_LARGE"), Type.Literal("SERVICE_UNAVAILABLE"), Type.Literal("INTERNAL")], {"description":"A stable machine-readable error code."})
 export type ErrorCode = Static<typeof ErrorCode>
+export const ExportInput = Type.Object({ "cursor": Type.Optional(Type.Union([Type.String({"minLength":1,"maxLength":2048}), Type.Null()], {"description":"The `nextCursor` of a completed export of the same firm and object type; absent or null to start from the beginning."})) }, {"additionalProperties":false})
+export type ExportInput = Static<typeof ExportInput>
 export const Timestamp = Type.String({"description":"An RFC 3339 UTC timestamp.","format":"date-time"})
 export type Timestamp = Static<typeof Timestamp>
+export const ExportResult = Type.Object({ "total": Type.Integer({"description":"The number of objects in this file.","minimum":0}), "fileUrl": Type.String({"description":"Absolute, signed, expiring download URL; a fresh one on every status read. Needs no Authorization header.","format":"uri"}), "nextCursor": Type.Union([Type.String(), Type.Null()], {"description":"The cursor of the next page, or null when nothing follows this file."}), "bytes": Type.Integer({"description":"The file's size in bytes (uncompressed).","minimum":0}), "sha256": Type.String({"description":"SHA-256 of the file (uncompressed), hex.","pattern":"^[0-9a-f]{64}$"}), "expiresAt": Timestamp })
+export type ExportResult = Static<typeof ExportResult>
+export const RequestId = Type.String({"description":"An export request id.","pattern":"^export-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"})
+export type RequestId = Static<typeof RequestId>
+export const ExportStarted = Type.Object({ "requestId": RequestId })
+export type ExportStarted = Static<typeof ExportStarted>
 export const Firm = Type.Object({ "firmId": FirmId, "name": Type.String(), "createdAt": Timestamp })
 export type Firm = Static<typeof Firm>
 export const FirmInput = Type.Object({ "name": Type.Optional(Type.String({"description":"A display name; the firm id when not given.","minLength":1,"maxLength":200})) }, {"additionalProperties":false})
@@ -23,12 +31,22 @@ export const Health = Type.Object({ "status": Type.Union([Type.Literal("ok"), Ty
 export type Health = Static<typeof Health>
 export const ImportResult = Type.Object({ "imported": Type.Integer({"description":"The number of object lines written (repeated ids counted each time).","minimum":0}) })
 export type ImportResult = Static<typeof ImportResult>
+export const JobErrorCode = Type.Union([Type.Literal("EXPORT_WRITE_FAILED"), Type.Literal("EXPORT_READ_FAILED"), Type.Literal("EXPORT_FAILED")], {"description":"Why a job failed."})
+export type JobErrorCode = Static<typeof JobErrorCode>
+export const JobError = Type.Object({ "code": JobErrorCode, "message": Type.String({"description":"What went wrong and what to do about it."}) })
+export type JobError = Static<typeof JobError>
+export const JobStatus = Type.Union([Type.Literal("Pending"), Type.Literal("InProgress"), Type.Literal("Completed"), Type.Literal("Failed")], {"description":"Pending (queued), InProgress (a worker is writing the file), Completed or Failed. Only these four."})
+export type JobStatus = Static<typeof JobStatus>
 export const ObjectId = Type.String({"description":"An object id, unique within its firm and type.","minLength":1,"maxLength":256})
 export type ObjectId = Static<typeof ObjectId>
 export const ObjectType = Type.String({"description":"An object type (collection) name.","pattern":"^[a-z][a-zA-Z0-9_-]{0,63}$"})
 export type ObjectType = Static<typeof ObjectType>
-export const Problem = Type.Object({ "type": Type.String({"description":"A URI naming the kind of problem (`urn:bulk-export:problem:<code>`).","format":"uri"}), "title": Type.String({"description":"A short summary of the kind of problem."}), "status": Type.Integer({"description":"The HTTP status code."}), "detail": Type.Optional(Type.String({"description":"What went wrong this time, for a person."})), "instance": Type.Optional(Type.String({"description":"The request path."})), "code": ErrorCode, "line": Type.Optional(Type.Integer({"description":"The 1-based line of an import body that is at fault.","minimum":1})), "errors": Type.Optional(Type.Array(Type.Object({ "field": Type.Optional(Type.String()), "message": Type.Optional(Type.String()) }), {"description":"Schema validation failures, one per field."})) }, {"additionalProperties":true,"description":"An RFC 9457 problem."})
+export const Problem = Type.Object({ "type": Type.String({"description":"A URI naming the kind of problem (`urn:bulk-export:problem:<code>`).","format":"uri"}), "title": Type.String({"description":"A short summary of the kind of problem."}), "status": Type.Integer({"description":"The HTTP status code."}), "detail": Type.Optional(Type.String({"description":"What went wrong this time, for a person."})), "instance": Type.Optional(Type.String({"description":"The request path."})), "code": ErrorCode, "line": Type.Optional(Type.Integer({"description":"The 1-based line of an import body that is at fault.","minimum":1})), "activeRequestId": Type.Optional(RequestId), "errors": Type.Optional(Type.Array(Type.Object({ "field": Type.Optional(Type.String()), "message": Type.Optional(Type.String()) }), {"description":"Schema validation failures, one per field."})) }, {"additionalProperties":true,"description":"An RFC 9457 problem."})
 export type Problem = Static<typeof Problem>
+export const Progress = Type.Object({ "processed": Type.Integer({"description":"Objects written so far; never decreases.","minimum":0}), "total": Type.Optional(Type.Integer({"description":"Objects this job will write, once known.","minimum":0})) })
+export type Progress = Static<typeof Progress>
+export const RequestStatus = Type.Object({ "requestId": RequestId, "status": JobStatus, "firmId": FirmId, "objectType": ObjectType, "createdAt": Timestamp, "progress": Progress, "result": Type.Optional(ExportResult), "error": Type.Optional(JobError) })
+export type RequestStatus = Static<typeof RequestStatus>
 export const StoredObject = Type.Object({ "id": ObjectId }, {"additionalProperties":true,"description":"Any JSON object with a string `id` (1–256 characters), at most `OBJECT_MAX_BYTES` serialized."})
 export type StoredObject = Static<typeof StoredObject>
 export const TokenInfo = Type.Object({ "tokenId": TokenId, "prefix": Type.String({"description":"The first characters of the token, to tell tokens apart."}), "createdAt": Timestamp, "revokedAt": Type.Union([Timestamp, Type.Null()]) })
@@ -39,7 +57,7 @@ export const UserInput = Type.Object({ "name": Type.String({"description":"A nam
 export type UserInput = Static<typeof UserInput>
 
 /** The spec's ErrorCode enum, in order. */
-export const errorCodes = ["UNAUTHENTICATED","FORBIDDEN","NOT_FOUND","VALIDATION_FAILED","UNSUPPORTED_MEDIA_TYPE","PAYLOAD_TOO_LARGE","OBJECT_TOO_LARGE","SERVICE_UNAVAILABLE","INTERNAL"] as const
+export const errorCodes = ["UNAUTHENTICATED","FORBIDDEN","NOT_FOUND","VALIDATION_FAILED","INVALID_CURSOR","INVALID_SIGNATURE","EXPORT_ALREADY_ACTIVE","FILE_EXPIRED","RANGE_NOT_SATISFIABLE","UNSUPPORTED_MEDIA_TYPE","PAYLOAD_TOO_LARGE","OBJECT_TOO_LARGE","SERVICE_UNAVAILABLE","INTERNAL"] as const
 
 /** One Fastify route definition per operationId: method, URL and request/response schemas. */
 export const operations = {
@@ -96,6 +114,24 @@ export const operations = {
     url: "/api/v1/admin/users/:userId/tokens/:tokenId",
     config: { security: "adminToken" },
     schema: { operationId: "revokeUserToken", params: Type.Object({ "userId": UserId, "tokenId": TokenId }) },
+  },
+  startExport: {
+    method: "POST",
+    url: "/api/v1/idm/:firmId/:objectType/export",
+    config: { security: "userToken", optionalBody: true },
+    schema: { operationId: "startExport", params: Type.Object({ "firmId": FirmId, "objectType": ObjectType }), body: ExportInput, response: { 200: ExportStarted } },
+  },
+  getRequest: {
+    method: "GET",
+    url: "/api/v1/request/:requestId",
+    config: { security: "userToken" },
+    schema: { operationId: "getRequest", params: Type.Object({ "requestId": RequestId }), response: { 200: RequestStatus } },
+  },
+  downloadFile: {
+    method: "GET",
+    url: "/api/v1/files/:requestId",
+    config: { security: "none" },
+    schema: { operationId: "downloadFile", params: Type.Object({ "requestId": RequestId }), querystring: Type.Object({ "expires": Type.String({"pattern":"^[0-9]{1,12}$"}), "sig": Type.String({"maxLength":128}) }) },
   },
   importObjects: {
     method: "POST",

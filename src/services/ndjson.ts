@@ -1,7 +1,8 @@
 import { AppError } from '../errors.js'
 
 const NL = 0x0a
-const decoder = new TextDecoder('utf-8', { fatal: true })
+// ignoreBOM keeps a U+FEFF in the text, so JSON.parse refuses it: it is not JSON whitespace.
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 function isBlank (b: number): boolean {
   return b === 0x20 || b === 0x09 || b === 0x0d
@@ -14,6 +15,11 @@ export function trimLine (line: Buffer): Buffer {
   while (start < end && isBlank(line[start])) start++
   while (end > start && isBlank(line[end - 1])) end--
   return line.subarray(start, end)
+}
+
+/** The body's first line without a UTF-8 byte order mark (a chunk boundary may split one). */
+function stripBom (line: Buffer): Buffer {
+  return line.length >= 3 && line[0] === 0xef && line[1] === 0xbb && line[2] === 0xbf ? line.subarray(3) : line
 }
 
 /** Whether an object id can be stored and read back unchanged. */
@@ -68,7 +74,6 @@ export async function * readLines (body: AsyncIterable<Buffer>, limits: NdjsonLi
   let lineNo = 0
   let pending: Buffer[] = []
   let pendingBytes = 0
-  let first = true
   // Spaces around a line do not count towards the object limit, within reason.
   const maxRaw = limits.maxLineBytes + 4096
   for await (const chunk of body) {
@@ -77,8 +82,6 @@ export async function * readLines (body: AsyncIterable<Buffer>, limits: NdjsonLi
       throw new AppError('PAYLOAD_TOO_LARGE', `the request body is larger than ${limits.maxTotalBytes} bytes (IMPORT_MAX_BYTES)`)
     }
     let start = 0
-    if (first && chunk.length >= 3 && chunk[0] === 0xef && chunk[1] === 0xbb && chunk[2] === 0xbf) start = 3
-    first = false
     for (;;) {
       const nl = chunk.indexOf(NL, start)
       if (nl === -1) break
@@ -87,7 +90,7 @@ export async function * readLines (body: AsyncIterable<Buffer>, limits: NdjsonLi
       pending = []
       pendingBytes = 0
       lineNo++
-      const line = trimLine(raw)
+      const line = trimLine(lineNo === 1 ? stripBom(raw) : raw)
       if (line.length) yield { line, lineNo }
       start = nl + 1
     }
@@ -101,7 +104,8 @@ export async function * readLines (body: AsyncIterable<Buffer>, limits: NdjsonLi
   }
   if (pendingBytes) {
     lineNo++
-    const line = trimLine(Buffer.concat(pending))
+    const raw = Buffer.concat(pending)
+    const line = trimLine(lineNo === 1 ? stripBom(raw) : raw)
     if (line.length) yield { line, lineNo }
   }
 }

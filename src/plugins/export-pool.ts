@@ -1,0 +1,59 @@
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { mkdirSync, readdirSync, rmSync } from 'node:fs'
+import { extname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Piscina } from 'piscina'
+import { createExportsService, type ExportsService } from '../services/exports.js'
+import { createSigner, loadSigningSecret, type Signer } from '../services/signing.js'
+import { createExportsStore } from '../store/exports-store.js'
+import type { ExportOutcome, ExportTask } from '../worker/export-task.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    exportJobs: ExportsService
+    signer: Signer
+    /** Where finished export files live. */
+    filesDir: string
+  }
+}
+
+/** The worker module beside this one: .ts under tsx/tap, .js from dist/. */
+const WORKER_FILE = fileURLToPath(new URL(`../worker/export-task${extname(fileURLToPath(import.meta.url))}`, import.meta.url))
+
+/**
+ * The export worker pool (worker_threads via piscina) and the job scheduler on top of
+ * it. At start-up it removes temporary files a crash left behind and resumes queued and
+ * interrupted jobs; on close it stops scheduling and ends the workers.
+ */
+export default fp(async function exportPoolPlugin (app: FastifyInstance) {
+  const { config } = app
+  const filesDir = join(config.dataDir, 'exports')
+  mkdirSync(filesDir, { recursive: true })
+  for (const name of readdirSync(filesDir)) {
+    // Temporary files are never served; any left at start-up belong to an interrupted job.
+    if (name.startsWith('.') && name.endsWith('.tmp')) rmSync(join(filesDir, name), { force: true })
+  }
+  const signer = createSigner(loadSigningSecret(config.dataDir, config.signingSecret))
+  const pool = new Piscina<ExportTask, ExportOutcome>({
+    filename: WORKER_FILE,
+    minThreads: 1,
+    maxThreads: config.exportWorkers,
+    idleTimeout: 60_000,
+  })
+  const service = createExportsService({
+    store: createExportsStore(app.store),
+    signer,
+    runTask: (task, options) => pool.run(task, options),
+    config,
+    dbPath: app.store.path,
+    filesDir,
+    log: app.log,
+  })
+  app.decorate('exportJobs', service)
+  app.decorate('signer', signer)
+  app.decorate('filesDir', filesDir)
+  app.addHook('onReady', async () => { service.resume() })
+  app.addHook('preClose', async () => { service.stop() })
+  app.addHook('onClose', async () => { await pool.destroy() })
+}, { name: 'export-pool', dependencies: ['db'] })

@@ -1,0 +1,60 @@
+import compress from '@fastify/compress'
+import fastifyStatic from '@fastify/static'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { operations } from '../contract/generated.js'
+import { principalOf } from '../plugins/auth.js'
+
+/** Export jobs: start, status, download. */
+export default async function exportsRoutes (fastify: FastifyInstance) {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  const jobs = app.exportJobs
+
+  /** Absolute base of links handed to clients: PUBLIC_URL, else the request's own origin. */
+  function baseUrl (request: FastifyRequest): string {
+    return app.config.publicUrl ?? `${request.protocol}://${request.host}`
+  }
+
+  app.route({
+    ...operations.startExport,
+    handler: async (request, reply) => {
+      const { firmId, objectType } = request.params
+      const started = jobs.startExport(principalOf(request), firmId, objectType, request.body?.cursor)
+      return reply.header('Location', `${baseUrl(request)}/api/v1/request/${started.requestId}`).send(started)
+    },
+  })
+
+  app.route({
+    ...operations.getRequest,
+    handler: async (request, reply) => {
+      const { view, retryAfter } = jobs.getStatus(principalOf(request), request.params.requestId, baseUrl(request))
+      if (retryAfter !== undefined) reply.header('Retry-After', String(retryAfter))
+      reply.header('Cache-Control', 'no-store')
+      return view as never
+    },
+  })
+
+  await app.register(async function downloads (scope) {
+    await scope.register(fastifyStatic, { root: app.filesDir, serve: false })
+    // gzip at level 1: export files compress ~3.5:1 and level 6 costs 1.5x more CPU for
+    // little gain (BASELINE.md). Ranges are never compressed (offsets are of the file).
+    await scope.register(compress, {
+      global: false,
+      encodings: ['gzip'],
+      zlibOptions: { level: 1 },
+      customTypes: /^application\/x-ndjson$/,
+    })
+    scope.withTypeProvider<TypeBoxTypeProvider>().route({
+      ...operations.downloadFile,
+      compress: {},
+      handler: async (request, reply) => {
+        const { requestId } = request.params
+        const fileName = jobs.resolveDownload(requestId, request.query.expires, request.query.sig)
+        reply.header('Content-Type', 'application/x-ndjson')
+        reply.header('Content-Disposition', `attachment; filename="${fileName}"`)
+        reply.header('Cache-Control', 'private, no-cache')
+        return reply.sendFile(fileName, { contentType: false, cacheControl: false })
+      },
+    })
+  })
+}

@@ -1,0 +1,218 @@
+import { randomUUID } from 'node:crypto'
+import { rmSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { MessageChannel, type MessagePort } from 'node:worker_threads'
+import type { Config } from '../config.js'
+import { AppError } from '../errors.js'
+import { isActiveJobConflict, type ExportsStore, type JobRow } from '../store/exports-store.js'
+import type { ExportOutcome, ExportTask } from '../worker/export-task.js'
+import { requireFirmAccess, type Principal } from './access.js'
+import type { Signer } from './signing.js'
+
+/** Runs one task on the worker pool; aborting the signal stops it. */
+export type RunTask = (task: ExportTask, options: { transferList: MessagePort[], signal: AbortSignal }) => Promise<ExportOutcome>
+
+/** How many times a job is started before a crashing worker fails it for good. */
+export const MAX_ATTEMPTS = 3
+/** How long a download link works after a status read (capped by the file's expiry). */
+export const DOWNLOAD_LINK_SECONDS = 3600
+const PROGRESS_EVERY = 5000
+
+export interface ExportsDeps {
+  store: ExportsStore
+  signer: Signer
+  runTask: RunTask
+  config: Pick<Config, 'exportJobSize' | 'exportWorkers' | 'fileTtlSeconds'>
+  dbPath: string
+  filesDir: string
+  log: { warn: (obj: object, msg: string) => void, error: (obj: object, msg: string) => void }
+  now?: () => number
+}
+
+function iso (ms: number): string {
+  return new Date(ms).toISOString()
+}
+
+/**
+ * The export job lifecycle: start (one active job per user, enforced by the database),
+ * a FIFO scheduler feeding the worker pool, progress and completion records, status
+ * views and download-link checks. The main thread is the only writer of job rows.
+ */
+export function createExportsService (deps: ExportsDeps) {
+  const { store, signer, config } = deps
+  const now = deps.now ?? Date.now
+  const running = new Map<string, AbortController>()
+  let stopped = false
+
+  function fileNameOf (jobId: string): string {
+    return `${jobId}.ndjson`
+  }
+
+  function removeFile (name: string): void {
+    try { rmSync(join(deps.filesDir, name), { force: true }) } catch {}
+  }
+
+  function finish (job: JobRow, outcome: ExportOutcome): void {
+    if (!outcome.ok) {
+      store.markJobFailed(job.id, outcome.code, outcome.message, now())
+      return
+    }
+    const nextCursor = outcome.hasMore && outcome.lastId !== null
+      ? signer.encodeCursor({ firmId: job.firmId, objectType: job.objectType, after: outcome.lastId })
+      : null
+    const finishedAt = now()
+    const fileName = fileNameOf(job.id)
+    const done = store.markJobCompleted(job.id, {
+      total: outcome.total, fileName, bytes: outcome.bytes, sha256: outcome.sha256, nextCursor,
+      finishedAt, expiresAt: finishedAt + config.fileTtlSeconds * 1000,
+    })
+    if (!done) removeFile(fileName)
+  }
+
+  function crashed (job: JobRow, err: unknown): void {
+    if (stopped) return // left InProgress: requeued at the next start
+    if (job.attempts >= MAX_ATTEMPTS) {
+      deps.log.error({ err, requestId: job.id }, 'export failed on every attempt')
+      store.markJobFailed(job.id, 'EXPORT_FAILED', `the export worker failed ${job.attempts} times; the server log has the details (request id ${job.id})`, now())
+    } else {
+      deps.log.warn({ err, requestId: job.id, attempt: job.attempts }, 'export worker failed; retrying the job')
+      store.markJobPending(job.id)
+    }
+  }
+
+  function start (job: JobRow): void {
+    const abort = new AbortController()
+    running.set(job.id, abort)
+    const { port1, port2 } = new MessageChannel()
+    port1.on('message', (m: { expected?: number, processed?: number }) => {
+      if (typeof m.expected === 'number') store.updateJobExpected(job.id, m.expected)
+      if (typeof m.processed === 'number') store.updateJobProgress(job.id, m.processed)
+    })
+    const task: ExportTask = {
+      jobId: job.id,
+      dbPath: deps.dbPath,
+      firmId: job.firmId,
+      objectType: job.objectType,
+      after: job.afterId ?? '',
+      limit: config.exportJobSize,
+      tmpPath: join(deps.filesDir, `.${job.id}.${job.attempts}.tmp`),
+      finalPath: join(deps.filesDir, fileNameOf(job.id)),
+      port: port2,
+      progressEvery: PROGRESS_EVERY,
+    }
+    deps.runTask(task, { transferList: [port2], signal: abort.signal })
+      .then((outcome) => finish(job, outcome), (err) => {
+        removeFile(`.${job.id}.${job.attempts}.tmp`)
+        crashed(job, err)
+      })
+      .finally(() => {
+        port1.close()
+        running.delete(job.id)
+        pump()
+      })
+  }
+
+  /** Starts queued jobs, oldest first, while workers are free. */
+  function pump (): void {
+    while (!stopped && running.size < config.exportWorkers) {
+      const job = store.claimNextPendingJob(now())
+      if (!job) return
+      start(job)
+    }
+  }
+
+  function ownJob (principal: Principal, requestId: string): JobRow {
+    const job = store.selectJob(requestId)
+    // Another user's request is indistinguishable from one that does not exist.
+    if (!job || job.userId !== principal.userId) throw new AppError('NOT_FOUND', `no request '${requestId}'`)
+    return job
+  }
+
+  return {
+    /** Queues an export and returns its id at once; 409 if the user has one active. */
+    startExport (principal: Principal, firmId: string, objectType: string, cursor: string | null | undefined): { requestId: string } {
+      requireFirmAccess(principal, firmId)
+      const afterId = cursor == null ? null : signer.decodeCursor(cursor, firmId, objectType)
+      const requestId = `export-${randomUUID()}`
+      try {
+        store.insertJob({ id: requestId, userId: principal.userId, firmId, objectType, cursorIn: cursor ?? null, afterId, createdAt: now() })
+      } catch (err) {
+        if (!isActiveJobConflict(err)) throw err
+        const activeRequestId = store.selectActiveJobId(principal.userId) ?? null
+        throw new AppError('EXPORT_ALREADY_ACTIVE',
+          `you already have an export in progress (${activeRequestId}); wait for it to finish before starting another`,
+          { activeRequestId })
+      }
+      pump()
+      return { requestId }
+    },
+
+    /** The status view of one of the caller's requests, with a fresh download link. */
+    getStatus (principal: Principal, requestId: string, baseUrl: string) {
+      const job = ownJob(principal, requestId)
+      const view: Record<string, unknown> = {
+        requestId: job.id,
+        status: job.status,
+        firmId: job.firmId,
+        objectType: job.objectType,
+        createdAt: iso(job.createdAt),
+        progress: job.total === null ? { processed: job.processed } : { processed: job.processed, total: job.total },
+      }
+      let retryAfter: number | undefined
+      if (job.status === 'Pending') {
+        const ahead = store.countPendingBefore(job.createdAt)
+        retryAfter = Math.min(30, 1 + Math.floor(ahead / Math.max(1, config.exportWorkers)))
+      } else if (job.status === 'InProgress') {
+        retryAfter = 1
+      } else if (job.status === 'Completed') {
+        const fileExpires = Math.floor((job.expiresAt ?? 0) / 1000)
+        const expires = Math.min(fileExpires, Math.floor(now() / 1000) + DOWNLOAD_LINK_SECONDS)
+        const sig = signer.signDownload(job.id, expires)
+        view.result = {
+          total: job.total ?? 0,
+          fileUrl: `${baseUrl}/api/v1/files/${job.id}?expires=${expires}&sig=${sig}`,
+          nextCursor: job.nextCursor,
+          bytes: job.bytes ?? 0,
+          sha256: job.sha256 ?? '',
+          expiresAt: iso(job.expiresAt ?? 0),
+        }
+      } else {
+        view.error = { code: job.errorCode ?? 'EXPORT_FAILED', message: job.errorMessage ?? 'the export failed' }
+      }
+      return { view, retryAfter }
+    },
+
+    /** Checks a download link and returns the file's name in the files directory. */
+    resolveDownload (requestId: string, expires: string, sig: string): string {
+      if (!signer.verifyDownload(requestId, expires, sig)) {
+        throw new AppError('INVALID_SIGNATURE', 'the download link is not valid; use the fileUrl exactly as the request status returned it')
+      }
+      const gone = new AppError('FILE_EXPIRED', 'the download link has expired or the file was removed; read the request status again for a fresh fileUrl (or export the page again)')
+      if (Number(expires) * 1000 < now()) throw gone
+      const job = store.selectJob(requestId)
+      if (!job || job.status !== 'Completed' || !job.fileName || (job.expiresAt ?? 0) < now()) throw gone
+      try {
+        if (!statSync(join(deps.filesDir, job.fileName)).isFile()) throw gone
+      } catch {
+        throw gone
+      }
+      return job.fileName
+    },
+
+    /** Resumes queued and interrupted jobs (at start-up). */
+    resume (): void {
+      store.requeueInterruptedJobs()
+      pump()
+    },
+
+    /** Stops scheduling and aborts running tasks; their jobs resume at the next start. */
+    stop (): void {
+      stopped = true
+      for (const abort of running.values()) abort.abort()
+    },
+
+    runningCount: (): number => running.size,
+  }
+}
+
+export type ExportsService = ReturnType<typeof createExportsService>

@@ -1,0 +1,103 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { AppError } from '../errors.js'
+
+export const SECRET_FILE = 'signing-secret'
+
+/**
+ * The secret that signs cursors and download URLs: SIGNING_SECRET when given, else the
+ * one kept in DATA_DIR, created (mode 0600) on first start so links survive restarts.
+ */
+export function loadSigningSecret (dataDir: string, given: string | undefined): string {
+  if (given !== undefined) return given
+  const path = join(dataDir, SECRET_FILE)
+  mkdirSync(dataDir, { recursive: true })
+  try {
+    return readFileSync(path, 'utf8').trim()
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  const secret = randomBytes(32).toString('base64url')
+  try {
+    writeFileSync(path, secret + '\n', { flag: 'wx', mode: 0o600 })
+  } catch (err) {
+    // Another process created it first: use theirs.
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return readFileSync(path, 'utf8').trim()
+    throw err
+  }
+  chmodSync(path, 0o600)
+  return secret
+}
+
+function mac (key: Buffer, data: string): Buffer {
+  return createHmac('sha256', key).update(data).digest()
+}
+
+/** Cursor payload: the page starts after `after` in the (firm, type) collection. */
+export interface CursorPosition { firmId: string, objectType: string, after: string }
+
+const CURSOR_VERSION = 'c1'
+
+/**
+ * HMAC signing of cursors and download URLs, each with its own derived key so a
+ * signature made for one purpose is never valid for the other.
+ */
+export function createSigner (secret: string) {
+  const cursorKey = mac(Buffer.from(secret), 'bulk-export cursor v1')
+  const urlKey = mac(Buffer.from(secret), 'bulk-export download url v1')
+
+  function invalidCursor (why: string): AppError {
+    return new AppError('INVALID_CURSOR', `the cursor is not valid for this export (${why}); use a nextCursor returned by this server for the same firm and object type, or none to start over`)
+  }
+
+  return {
+    /** An opaque cursor: version, base64url JSON payload and HMAC, bound to firm and type. */
+    encodeCursor (pos: CursorPosition): string {
+      const payload = Buffer.from(JSON.stringify([pos.firmId, pos.objectType, pos.after])).toString('base64url')
+      const signature = mac(cursorKey, `${CURSOR_VERSION}.${payload}`).toString('base64url')
+      return `${CURSOR_VERSION}.${payload}.${signature}`
+    },
+
+    /**
+     * Decodes and verifies a cursor for this firm and type; any other input (forged,
+     * truncated, foreign, malformed) throws INVALID_CURSOR, never anything else.
+     */
+    decodeCursor (cursor: string, firmId: string, objectType: string): string {
+      if (typeof cursor !== 'string' || cursor.length > 2048) throw invalidCursor('malformed')
+      const parts = cursor.split('.')
+      if (parts.length !== 3 || !/^[A-Za-z0-9_-]+$/.test(parts[1]) || !/^[A-Za-z0-9_-]{43}$/.test(parts[2])) {
+        throw invalidCursor('malformed')
+      }
+      if (parts[0] !== CURSOR_VERSION) throw invalidCursor('unknown version')
+      const expected = mac(cursorKey, `${parts[0]}.${parts[1]}`)
+      const given = Buffer.from(parts[2], 'base64url')
+      if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalidCursor('bad signature')
+      let value: unknown
+      try {
+        value = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'))
+      } catch {
+        throw invalidCursor('malformed')
+      }
+      if (!Array.isArray(value) || value.length !== 3 || !value.every((v) => typeof v === 'string')) throw invalidCursor('malformed')
+      const [f, t, after] = value as string[]
+      if (f !== firmId || t !== objectType) throw invalidCursor('it belongs to another firm or object type')
+      return after
+    },
+
+    /** Signature of a download link: HMAC over request id and expiry (unix seconds). */
+    signDownload (requestId: string, expires: number): string {
+      return mac(urlKey, `${requestId}.${expires}`).toString('base64url')
+    },
+
+    /** Whether a download link's signature is genuine (constant time). */
+    verifyDownload (requestId: string, expires: string, signature: string): boolean {
+      if (!/^\d{1,12}$/.test(expires) || !/^[A-Za-z0-9_-]{43}$/.test(signature)) return false
+      const expected = mac(urlKey, `${requestId}.${expires}`)
+      const given = Buffer.from(signature, 'base64url')
+      return given.length === expected.length && timingSafeEqual(given, expected)
+    },
+  }
+}
+
+export type Signer = ReturnType<typeof createSigner>

@@ -1,0 +1,87 @@
+import { closeSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs'
+import type { MessagePort } from 'node:worker_threads'
+import { openExportReader, type ExportReader } from '../store/export-reader.js'
+import { NdjsonWriter } from './ndjson-writer.js'
+
+/** One export page to write: plain data only (crosses the thread boundary). */
+export interface ExportTask {
+  jobId: string
+  dbPath: string
+  firmId: string
+  objectType: string
+  /** Export ids strictly after this one ('' = from the start). */
+  after: string
+  /** Most objects in the file (EXPORT_JOB_SIZE). */
+  limit: number
+  tmpPath: string
+  finalPath: string
+  /** Receives `{ expected }` once, then `{ processed }` every `progressEvery` rows. */
+  port: MessagePort
+  progressEvery: number
+}
+
+export type ExportOutcome =
+  | { ok: true, total: number, bytes: number, sha256: string, lastId: string | null, hasMore: boolean }
+  | { ok: false, code: 'EXPORT_WRITE_FAILED' | 'EXPORT_READ_FAILED', message: string }
+
+// One read-only connection per worker thread and database, reused across tasks.
+const readers = new Map<string, ExportReader>()
+function readerFor (dbPath: string): ExportReader {
+  let reader = readers.get(dbPath)
+  if (!reader) {
+    reader = openExportReader(dbPath)
+    readers.set(dbPath, reader)
+  }
+  return reader
+}
+
+/**
+ * Writes one page of a collection as NDJSON to a temporary file, fsyncs it and renames
+ * it into place, so a file at finalPath is always whole. Reads limit + 1 rows to know
+ * whether more follow. Never throws: errors come back as a plain outcome.
+ */
+export default function exportTask (task: ExportTask): ExportOutcome {
+  let fd: number | undefined
+  let stage: 'read' | 'write' = 'read'
+  try {
+    const reader = readerFor(task.dbPath)
+    task.port.postMessage({ expected: reader.countPage(task.firmId, task.objectType, task.after, task.limit) })
+    stage = 'write'
+    fd = openSync(task.tmpPath, 'wx', 0o640)
+    const writer = new NdjsonWriter(fd)
+    let lastId: string | null = null
+    let hasMore = false
+    stage = 'read'
+    for (const [id, doc] of reader.iteratePage(task.firmId, task.objectType, task.after, task.limit + 1)) {
+      if (writer.lines === task.limit) {
+        hasMore = true
+        break
+      }
+      stage = 'write'
+      writer.writeLine(doc)
+      stage = 'read'
+      lastId = id
+      if (writer.lines % task.progressEvery === 0) task.port.postMessage({ processed: writer.lines })
+    }
+    stage = 'write'
+    const sha256 = writer.finish()
+    fsyncSync(fd)
+    closeSync(fd)
+    fd = undefined
+    renameSync(task.tmpPath, task.finalPath)
+    task.port.postMessage({ processed: writer.lines })
+    return { ok: true, total: writer.lines, bytes: writer.bytes, sha256, lastId, hasMore }
+  } catch (err) {
+    if (fd !== undefined) {
+      try { closeSync(fd) } catch {}
+    }
+    try { rmSync(task.tmpPath, { force: true }) } catch {}
+    const e = err as NodeJS.ErrnoException
+    const message = stage === 'write'
+      ? `could not write the export file (${e.code ?? e.message}); check free disk space and permissions of DATA_DIR`
+      : `could not read the objects (${e.code ?? e.message})`
+    return { ok: false, code: stage === 'write' ? 'EXPORT_WRITE_FAILED' : 'EXPORT_READ_FAILED', message }
+  } finally {
+    task.port.close()
+  }
+}
