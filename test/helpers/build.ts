@@ -5,7 +5,7 @@ import { loadConfig, type Config } from '../../src/config.js'
 export const ADMIN_TOKEN = 'test-admin-token-0123456789'
 
 interface TapLike {
-  testdir: (fixture?: object) => string
+  testdir: () => string
   teardown: (fn: () => unknown) => void
 }
 
