@@ -79,18 +79,32 @@ async function waitReady (): Promise<void> {
 }
 await waitReady()
 
+const auth = '-H "Authorization: Bearer $TOKEN"'
+const json = (expr: string): string => `node -pe 'JSON.parse(require("fs").readFileSync(0)).${expr}'`
 console.log(`
 Bulk export server demo is running at ${base}  (Ctrl-C stops it)
   firm '${FIRM}': ${USERS.toLocaleString('en-US')} users, ${GROUPS.toLocaleString('en-US')} groups
-  API docs:     ${base}/docs
+  API docs: ${base}/docs
+
+Paste into a shell:
 
   export TOKEN=${token}
   export ADMIN_TOKEN=${adminToken}
+  export BASE=${base}
 
-Try:
-  curl -s -H "Authorization: Bearer $TOKEN" ${base}/api/v1/idm/${FIRM}/groups/${firstGroupId}
-  printf '{"id":"u-1","userName":"ada@example.com"}\\n{"id":"u-2","userName":"grace@example.com"}\\n' | \\
-    curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/x-ndjson' --data-binary @- ${base}/api/v1/idm/${FIRM}/contractors/import
-  curl -s -H "Authorization: Bearer $TOKEN" ${base}/api/v1/idm/${FIRM}/contractors/u-1
-  curl -s -X PUT -H "Authorization: Bearer $ADMIN_TOKEN" ${base}/api/v1/admin/firms/another-firm
+  # start an export of the users (at most ${config.exportJobSize.toLocaleString('en-US')} per file)
+  REQ=$(curl -s -X POST ${auth} $BASE/api/v1/idm/${FIRM}/users/export | ${json('requestId')}); echo $REQ
+  # poll its status until it is Completed
+  until curl -s ${auth} $BASE/api/v1/request/$REQ | grep -q '"status":"Completed"'; do sleep 1; done
+  curl -s ${auth} $BASE/api/v1/request/$REQ; echo
+  # download the file (the signed fileUrl needs no token)
+  curl -s -o page-1.ndjson "$(curl -s ${auth} $BASE/api/v1/request/$REQ | ${json('result.fileUrl')})"; wc -l page-1.ndjson
+  # the next page continues from nextCursor (null on the last page)
+  CURSOR=$(curl -s ${auth} $BASE/api/v1/request/$REQ | ${json('result.nextCursor')})
+  curl -s -X POST ${auth} -H 'Content-Type: application/json' -d "{\\"cursor\\":\\"$CURSOR\\"}" $BASE/api/v1/idm/${FIRM}/users/export; echo
+
+  # one object, an import, and the admin API
+  curl -s ${auth} $BASE/api/v1/idm/${FIRM}/groups/${firstGroupId}; echo
+  printf '{"id":"u-1","userName":"ada@example.com"}\\n{"id":"u-2","userName":"grace@example.com"}\\n' | curl -s ${auth} -H 'Content-Type: application/x-ndjson' --data-binary @- $BASE/api/v1/idm/${FIRM}/contractors/import; echo
+  curl -s -X PUT -H "Authorization: Bearer $ADMIN_TOKEN" $BASE/api/v1/admin/firms/another-firm; echo
 `)
