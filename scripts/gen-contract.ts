@@ -139,7 +139,9 @@ export function generate (spec: Json): string {
         if (!ps.length) return undefined
         const props = ps.map((p) => {
           const t = toTypeBox(p.schema)
-          return `${JSON.stringify(p.name)}: ${p.required ? t : `Type.Optional(${t})`}`
+          // Node lower-cases header names.
+          const name = where === 'header' ? p.name.toLowerCase() : p.name
+          return `${JSON.stringify(name)}: ${p.required ? t : `Type.Optional(${t})`}`
         })
         return `Type.Object({ ${props.join(', ')} })`
       }
@@ -147,6 +149,8 @@ export function generate (spec: Json): string {
       if (pathParams) schemaParts.push(`params: ${pathParams}`)
       const query = group('query')
       if (query) schemaParts.push(`querystring: ${query}`)
+      const headers = group('header')
+      if (headers) schemaParts.push(`headers: ${headers}`)
       const jsonBody = op.requestBody?.content?.['application/json']?.schema
       if (jsonBody) schemaParts.push(`body: ${toTypeBox(jsonBody)}`)
       const responses: string[] = []

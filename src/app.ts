@@ -1,11 +1,13 @@
+import helmet from '@fastify/helmet'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { randomUUID } from 'node:crypto'
 import type { Config } from './config.js'
+import { AppError, ERRORS, problemType } from './errors.js'
 import authPlugin from './plugins/auth.js'
 import dbPlugin from './plugins/db.js'
 import docsPlugin from './plugins/docs.js'
 import exportPoolPlugin from './plugins/export-pool.js'
-import errorsPlugin from './plugins/errors.js'
+import errorsPlugin, { sendProblem, toAppError } from './plugins/errors.js'
 import adminRoutes from './routes/admin.js'
 import exportsRoutes from './routes/exports.js'
 import objectsRoutes from './routes/objects.js'
@@ -63,9 +65,30 @@ export async function buildApp (config: Config, options: { logger?: FastifyServe
     routerOptions: { maxParamLength: 1024 },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // A URL Fastify cannot decode (bad percent-encoding) is a problem like any other error.
+    frameworkErrors: (error, request, reply) => sendProblem(request, reply, toAppError(error)),
+    // Node refuses oversized headers (16 KiB) and malformed requests before Fastify sees
+    // them; answer those as problems too.
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+      const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
+      const code = tooLarge ? 'HEADERS_TOO_LARGE' : 'VALIDATION_FAILED'
+      const status = tooLarge ? 431 : 400
+      const body = JSON.stringify({
+        type: problemType(code), title: ERRORS[code].title, status, code,
+        detail: tooLarge ? 'the request headers are larger than 16 KiB' : 'the request is not valid HTTP',
+      })
+      if (socket.writable) {
+        socket.end(`HTTP/1.1 ${status} ${ERRORS[code].title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+      } else {
+        socket.destroy(err)
+      }
+    },
   })
   app.addHook('onRequest', async (request, reply) => {
     reply.header('X-Request-Id', request.id)
+    if (request.url.length > config.maxUrlBytes) {
+      throw new AppError('URI_TOO_LONG', `the URL is longer than ${config.maxUrlBytes} bytes (MAX_URL_BYTES)`)
+    }
   })
 
   // An empty body with Content-Type: application/json is no body at all (curl -X POST -H …).
@@ -82,6 +105,9 @@ export async function buildApp (config: Config, options: { logger?: FastifyServe
   })
 
   await app.register(errorsPlugin)
+  // Security headers on every response; the docs set their own CSP (swagger-ui staticCSP).
+  // HSTS is left to a TLS-terminating proxy: this server speaks plain http.
+  await app.register(helmet, { contentSecurityPolicy: false, crossOriginEmbedderPolicy: false, hsts: false })
   await app.register(dbPlugin, { config })
   await app.register(exportPoolPlugin)
   await app.register(authPlugin)

@@ -18,6 +18,13 @@ export interface Config {
   readonly objectMaxBytes: number
   /** Signs cursors and download URLs; generated and kept in DATA_DIR when unset. */
   readonly signingSecret: string | undefined
+  /** How long a stop waits for running export jobs before requeueing them. */
+  readonly shutdownGraceSeconds: number
+  /** Per-token limits, per minute: status reads (polling) and export starts. */
+  readonly rateLimitPollsPerMinute: number
+  readonly rateLimitStartsPerMinute: number
+  /** Longest request URL (414 beyond). */
+  readonly maxUrlBytes: number
 }
 
 /** A configuration value that cannot be used; the message names the variable. */
@@ -94,5 +101,9 @@ export function loadConfig (env: Env = process.env): Config {
     importMaxBytes,
     objectMaxBytes,
     signingSecret: secret,
+    shutdownGraceSeconds: int(env, 'SHUTDOWN_GRACE_SECONDS', 10, 0, 3600),
+    rateLimitPollsPerMinute: int(env, 'RATE_LIMIT_POLLS_PER_MINUTE', 600, 1, 1_000_000),
+    rateLimitStartsPerMinute: int(env, 'RATE_LIMIT_STARTS_PER_MINUTE', 60, 1, 1_000_000),
+    maxUrlBytes: int(env, 'MAX_URL_BYTES', 8192, 256, 1_048_576),
   })
 }

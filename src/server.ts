@@ -1,8 +1,6 @@
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
 
-/** How long a stop waits for in-flight requests before closing anyway. */
-const CLOSE_GRACE_MS = 10_000
 
 let config: Config
 try {
@@ -22,10 +20,11 @@ async function stop (signal: string): Promise<void> {
   if (stopping) return
   stopping = true
   app.log.info({ signal }, 'stopping: finishing in-flight requests')
+  // Running exports get SHUTDOWN_GRACE_SECONDS; requests and the store a little more.
   const timer = setTimeout(() => {
-    app.log.warn('in-flight requests did not finish in time; exiting')
+    app.log.warn('the stop did not finish in time; exiting')
     process.exit(1)
-  }, CLOSE_GRACE_MS)
+  }, (config.shutdownGraceSeconds + 10) * 1000)
   timer.unref()
   await app.close()
   app.log.info('stopped')

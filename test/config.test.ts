@@ -38,6 +38,10 @@ t.test('values are read from the environment', async (t) => {
     IMPORT_MAX_BYTES: '2048',
     OBJECT_MAX_BYTES: '4096',
     SIGNING_SECRET: 's'.repeat(32),
+    SHUTDOWN_GRACE_SECONDS: '3',
+    RATE_LIMIT_POLLS_PER_MINUTE: '120',
+    RATE_LIMIT_STARTS_PER_MINUTE: '5',
+    MAX_URL_BYTES: '4096',
   })
   t.same({ ...config }, {
     port: 8080,
@@ -52,6 +56,10 @@ t.test('values are read from the environment', async (t) => {
     importMaxBytes: 2048,
     objectMaxBytes: 4096,
     signingSecret: 's'.repeat(32),
+    shutdownGraceSeconds: 3,
+    rateLimitPollsPerMinute: 120,
+    rateLimitStartsPerMinute: 5,
+    maxUrlBytes: 4096,
   })
   t.equal(loadConfig({ PORT: '0' }).port, 0, 'PORT=0 picks a free port')
   t.equal(loadConfig({ PORT: '65535' }).port, 65535)
@@ -60,6 +68,10 @@ t.test('values are read from the environment', async (t) => {
 t.test('each bad value throws a ConfigError naming the variable', async (t) => {
   const bad: Array<[string, string]> = [
     ['PORT', 'abc'],
+    ['SHUTDOWN_GRACE_SECONDS', 'soon'],
+    ['RATE_LIMIT_POLLS_PER_MINUTE', '0'],
+    ['RATE_LIMIT_STARTS_PER_MINUTE', '-5'],
+    ['MAX_URL_BYTES', '10'],
     ['PORT', '70000'],
     ['PORT', '-1'],
     ['PORT', '80.5'],

@@ -11,7 +11,7 @@ export const FirmId = Type.String({"description":"A firm id.","pattern":"^[A-Za-
 export type FirmId = Static<typeof FirmId>
 export const CreatedUser = Type.Object({ "userId": UserId, "name": Type.String(), "firms": Type.Array(FirmId), "tokenId": TokenId, "token": Type.String({"description":"The bearer token. Shown once."}) })
 export type CreatedUser = Static<typeof CreatedUser>
-export const ErrorCode = Type.Union([Type.Literal("UNAUTHENTICATED"), Type.Literal("FORBIDDEN"), Type.Literal("NOT_FOUND"), Type.Literal("VALIDATION_FAILED"), Type.Literal("INVALID_CURSOR"), Type.Literal("INVALID_SIGNATURE"), Type.Literal("EXPORT_ALREADY_ACTIVE"), Type.Literal("FILE_EXPIRED"), Type.Literal("RANGE_NOT_SATISFIABLE"), Type.Literal("UNSUPPORTED_MEDIA_TYPE"), Type.Literal("PAYLOAD_TOO_LARGE"), Type.Literal("OBJECT_TOO_LARGE"), Type.Literal("SERVICE_UNAVAILABLE"), Type.Literal("INTERNAL")], {"description":"A stable machine-readable error code."})
+export const ErrorCode = Type.Union([Type.Literal("UNAUTHENTICATED"), Type.Literal("FORBIDDEN"), Type.Literal("NOT_FOUND"), Type.Literal("VALIDATION_FAILED"), Type.Literal("INVALID_CURSOR"), Type.Literal("INVALID_SIGNATURE"), Type.Literal("EXPORT_ALREADY_ACTIVE"), Type.Literal("FILE_EXPIRED"), Type.Literal("RANGE_NOT_SATISFIABLE"), Type.Literal("IDEMPOTENCY_KEY_REUSED"), Type.Literal("RATE_LIMITED"), Type.Literal("URI_TOO_LONG"), Type.Literal("HEADERS_TOO_LARGE"), Type.Literal("UNSUPPORTED_MEDIA_TYPE"), Type.Literal("PAYLOAD_TOO_LARGE"), Type.Literal("OBJECT_TOO_LARGE"), Type.Literal("SERVICE_UNAVAILABLE"), Type.Literal("INTERNAL")], {"description":"A stable machine-readable error code."})
 export type ErrorCode = Static<typeof ErrorCode>
 export const ExportInput = Type.Object({ "cursor": Type.Optional(Type.Union([Type.String({"minLength":1,"maxLength":2048}), Type.Null()], {"description":"The `nextCursor` of a completed export of the same firm and object type; absent or null to start from the beginning."})) }, {"additionalProperties":false})
 export type ExportInput = Static<typeof ExportInput>
@@ -31,7 +31,7 @@ export const Health = Type.Object({ "status": Type.Union([Type.Literal("ok"), Ty
 export type Health = Static<typeof Health>
 export const ImportResult = Type.Object({ "imported": Type.Integer({"description":"The number of object lines written (repeated ids counted each time).","minimum":0}) })
 export type ImportResult = Static<typeof ImportResult>
-export const JobErrorCode = Type.Union([Type.Literal("EXPORT_WRITE_FAILED"), Type.Literal("EXPORT_READ_FAILED"), Type.Literal("EXPORT_FAILED")], {"description":"Why a job failed."})
+export const JobErrorCode = Type.Union([Type.Literal("CANCELLED"), Type.Literal("EXPORT_WRITE_FAILED"), Type.Literal("EXPORT_READ_FAILED"), Type.Literal("EXPORT_FAILED")], {"description":"Why a job failed."})
 export type JobErrorCode = Static<typeof JobErrorCode>
 export const JobError = Type.Object({ "code": JobErrorCode, "message": Type.String({"description":"What went wrong and what to do about it."}) })
 export type JobError = Static<typeof JobError>
@@ -57,7 +57,7 @@ export const UserInput = Type.Object({ "name": Type.String({"description":"A nam
 export type UserInput = Static<typeof UserInput>
 
 /** The spec's ErrorCode enum, in order. */
-export const errorCodes = ["UNAUTHENTICATED","FORBIDDEN","NOT_FOUND","VALIDATION_FAILED","INVALID_CURSOR","INVALID_SIGNATURE","EXPORT_ALREADY_ACTIVE","FILE_EXPIRED","RANGE_NOT_SATISFIABLE","UNSUPPORTED_MEDIA_TYPE","PAYLOAD_TOO_LARGE","OBJECT_TOO_LARGE","SERVICE_UNAVAILABLE","INTERNAL"] as const
+export const errorCodes = ["UNAUTHENTICATED","FORBIDDEN","NOT_FOUND","VALIDATION_FAILED","INVALID_CURSOR","INVALID_SIGNATURE","EXPORT_ALREADY_ACTIVE","FILE_EXPIRED","RANGE_NOT_SATISFIABLE","IDEMPOTENCY_KEY_REUSED","RATE_LIMITED","URI_TOO_LONG","HEADERS_TOO_LARGE","UNSUPPORTED_MEDIA_TYPE","PAYLOAD_TOO_LARGE","OBJECT_TOO_LARGE","SERVICE_UNAVAILABLE","INTERNAL"] as const
 
 /** One Fastify route definition per operationId: method, URL and request/response schemas. */
 export const operations = {
@@ -119,13 +119,19 @@ export const operations = {
     method: "POST",
     url: "/api/v1/idm/:firmId/:objectType/export",
     config: { security: "userToken", optionalBody: true },
-    schema: { operationId: "startExport", params: Type.Object({ "firmId": FirmId, "objectType": ObjectType }), body: ExportInput, response: { 200: ExportStarted } },
+    schema: { operationId: "startExport", params: Type.Object({ "firmId": FirmId, "objectType": ObjectType }), headers: Type.Object({ "idempotency-key": Type.Optional(Type.String({"pattern":"^[\\x21-\\x7e]+$","minLength":1,"maxLength":255})) }), body: ExportInput, response: { 200: ExportStarted } },
   },
   getRequest: {
     method: "GET",
     url: "/api/v1/request/:requestId",
     config: { security: "userToken" },
     schema: { operationId: "getRequest", params: Type.Object({ "requestId": RequestId }), response: { 200: RequestStatus } },
+  },
+  cancelRequest: {
+    method: "DELETE",
+    url: "/api/v1/request/:requestId",
+    config: { security: "userToken" },
+    schema: { operationId: "cancelRequest", params: Type.Object({ "requestId": RequestId }), response: { 202: RequestStatus } },
   },
   downloadFile: {
     method: "GET",

@@ -20,7 +20,9 @@ export default fp(async function docsPlugin (app: FastifyInstance) {
   await app.register(swagger, { mode: 'static', specification: { document } })
   await app.register(swaggerUi, {
     routePrefix: '/docs',
-    staticCSP: true,
+    // swagger-ui's default CSP less `upgrade-insecure-requests`, which would break the
+    // docs of a server reached over plain http (the default on 127.0.0.1).
+    staticCSP: "default-src 'self'; base-uri 'self'; font-src 'self' https: data:; frame-ancestors 'self'; img-src 'self' data: validator.swagger.io; object-src 'none'; script-src 'self'; script-src-attr 'none'; style-src 'self' https:",
     uiConfig: { deepLinking: true, defaultModelsExpandDepth: 0 },
   })
 }, { name: 'docs', dependencies: ['db'] })

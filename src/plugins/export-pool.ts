@@ -53,7 +53,24 @@ export default fp(async function exportPoolPlugin (app: FastifyInstance) {
   app.decorate('exportJobs', service)
   app.decorate('signer', signer)
   app.decorate('filesDir', filesDir)
-  app.addHook('onReady', async () => { service.resume() })
-  app.addHook('preClose', async () => { service.stop() })
-  app.addHook('onClose', async () => { await pool.destroy() })
+  // Expired files go on a timer as well as at start-up, so disk use follows FILE_TTL_SECONDS.
+  const sweepEveryMs = Math.min(60, config.fileTtlSeconds) * 1000
+  let sweeper: NodeJS.Timeout | undefined
+  app.addHook('onReady', async () => {
+    service.resume()
+    sweeper = setInterval(() => {
+      try {
+        service.sweep()
+      } catch (err) {
+        app.log.error({ err }, 'could not sweep expired export files')
+      }
+    }, sweepEveryMs)
+    sweeper.unref()
+  })
+  // Runs before the store closes (close hooks run in reverse order of registration).
+  app.addHook('onClose', async () => {
+    clearInterval(sweeper)
+    await service.stop(config.shutdownGraceSeconds * 1000)
+    await pool.destroy()
+  })
 }, { name: 'export-pool', dependencies: ['db'] })

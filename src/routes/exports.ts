@@ -1,8 +1,10 @@
 import compress from '@fastify/compress'
+import rateLimit from '@fastify/rate-limit'
 import fastifyStatic from '@fastify/static'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { operations } from '../contract/generated.js'
+import { AppError } from '../errors.js'
 import { principalOf } from '../plugins/auth.js'
 
 /** Export jobs: start, status, download. */
@@ -15,22 +17,42 @@ export default async function exportsRoutes (fastify: FastifyInstance) {
     return app.config.publicUrl ?? `${request.protocol}://${request.host}`
   }
 
+  // Per-token limits, counted after authentication so each token has its own budget.
+  await app.register(rateLimit, {
+    global: false,
+    hook: 'preHandler',
+    keyGenerator: (request) => request.principal?.tokenId ?? request.ip,
+    errorResponseBuilder: (_request, context) =>
+      new AppError('RATE_LIMITED', `rate limit of ${context.max} requests per minute exceeded; retry in ${Math.ceil(context.ttl / 1000)} seconds`),
+  })
+  const perMinute = (max: number) => ({ max, timeWindow: 60_000 })
+
   app.route({
     ...operations.startExport,
+    config: { ...operations.startExport.config, rateLimit: perMinute(app.config.rateLimitStartsPerMinute) },
     handler: async (request, reply) => {
       const { firmId, objectType } = request.params
-      const started = jobs.startExport(principalOf(request), firmId, objectType, request.body?.cursor)
+      const started = jobs.startExport(principalOf(request), firmId, objectType, request.body?.cursor, request.headers['idempotency-key'])
       return reply.header('Location', `${baseUrl(request)}/api/v1/request/${started.requestId}`).send(started)
     },
   })
 
   app.route({
     ...operations.getRequest,
+    config: { ...operations.getRequest.config, rateLimit: perMinute(app.config.rateLimitPollsPerMinute) },
     handler: async (request, reply) => {
       const { view, retryAfter } = jobs.getStatus(principalOf(request), request.params.requestId, baseUrl(request))
       if (retryAfter !== undefined) reply.header('Retry-After', String(retryAfter))
       reply.header('Cache-Control', 'no-store')
       return view as never
+    },
+  })
+
+  app.route({
+    ...operations.cancelRequest,
+    handler: async (request, reply) => {
+      const { view } = jobs.cancel(principalOf(request), request.params.requestId, baseUrl(request))
+      return reply.code(202).send(view as never)
     },
   })
 

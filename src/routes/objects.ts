@@ -55,16 +55,29 @@ export default async function objectsRoutes (fastify: FastifyInstance) {
     },
   })
 
-  app.route({
-    ...operations.putObject,
-    // Room for a pretty-printed body whose compact form is within the object limit.
-    bodyLimit: objectMaxBytes * 2 + 65536,
-    handler: async (request, reply) => {
-      const { firmId, objectType, objectId } = request.params
-      requireFirmAccess(principalOf(request), firmId)
-      const { created, doc } = objects.putObject(firmId, objectType, objectId, request.body)
-      return reply.code(created ? 201 : 200).type('application/json; charset=utf-8').send(asStored(doc))
-    },
+  // PUT keeps the body's JSON text, so the object is stored as sent (only compacted).
+  await app.register(async function putScope (scope) {
+    const bodyText = new WeakMap<object, string>()
+    const parseJson = scope.getDefaultJsonParser('error', 'error')
+    scope.removeContentTypeParser('application/json')
+    scope.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+      if ((body as string).trim() === '') return done(null, undefined)
+      parseJson(request, body as string, (err, value) => {
+        if (!err) bodyText.set(request, body as string)
+        done(err, value)
+      })
+    })
+    scope.withTypeProvider<TypeBoxTypeProvider>().route({
+      ...operations.putObject,
+      // Room for a pretty-printed body whose compact form is within the object limit.
+      bodyLimit: objectMaxBytes * 2 + 65536,
+      handler: async (request, reply) => {
+        const { firmId, objectType, objectId } = request.params
+        requireFirmAccess(principalOf(request), firmId)
+        const { created, doc } = objects.putObject(firmId, objectType, objectId, request.body, bodyText.get(request))
+        return reply.code(created ? 201 : 200).type('application/json; charset=utf-8').send(asStored(doc))
+      },
+    })
   })
 
   app.route({

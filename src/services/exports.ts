@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto'
-import { rmSync, statSync } from 'node:fs'
+import { createHash, randomUUID } from 'node:crypto'
+import { readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import type { Config } from '../config.js'
@@ -17,6 +17,8 @@ export const MAX_ATTEMPTS = 3
 /** How long a download link works after a status read (capped by the file's expiry). */
 export const DOWNLOAD_LINK_SECONDS = 3600
 const PROGRESS_EVERY = 5000
+/** How long an Idempotency-Key keeps answering with the same request. */
+export const IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 
 export interface ExportsDeps {
   store: ExportsStore
@@ -41,7 +43,9 @@ function iso (ms: number): string {
 export function createExportsService (deps: ExportsDeps) {
   const { store, signer, config } = deps
   const now = deps.now ?? Date.now
-  const running = new Map<string, AbortController>()
+  const running = new Map<string, { abort: AbortController, done: Promise<void> }>()
+  /** Jobs being aborted because of a cancel or a shutdown, not a fault. */
+  const aborting = new Set<string>()
   let stopped = false
 
   function fileNameOf (jobId: string): string {
@@ -70,7 +74,12 @@ export function createExportsService (deps: ExportsDeps) {
   }
 
   function crashed (job: JobRow, err: unknown): void {
-    if (stopped) return // left InProgress: requeued at the next start
+    if (aborting.has(job.id)) {
+      // Cancelled (already Failed: this changes nothing) or stopped by a shutdown: back to
+      // the queue without counting the attempt.
+      store.markJobPendingRefunded(job.id)
+      return
+    }
     if (job.attempts >= MAX_ATTEMPTS) {
       deps.log.error({ err, requestId: job.id }, 'export failed on every attempt')
       store.markJobFailed(job.id, 'EXPORT_FAILED', `the export worker failed ${job.attempts} times; the server log has the details (request id ${job.id})`, now())
@@ -82,7 +91,6 @@ export function createExportsService (deps: ExportsDeps) {
 
   function start (job: JobRow): void {
     const abort = new AbortController()
-    running.set(job.id, abort)
     const { port1, port2 } = new MessageChannel()
     port1.on('message', (m: { expected?: number, processed?: number }) => {
       if (typeof m.expected === 'number') store.updateJobExpected(job.id, m.expected)
@@ -100,16 +108,49 @@ export function createExportsService (deps: ExportsDeps) {
       port: port2,
       progressEvery: PROGRESS_EVERY,
     }
-    deps.runTask(task, { transferList: [port2], signal: abort.signal })
+    const done = deps.runTask(task, { transferList: [port2], signal: abort.signal })
       .then((outcome) => finish(job, outcome), (err) => {
         removeFile(`.${job.id}.${job.attempts}.tmp`)
         crashed(job, err)
       })
+      .catch((err) => deps.log.error({ err, requestId: job.id }, 'could not record the end of an export'))
       .finally(() => {
         port1.close()
         running.delete(job.id)
+        aborting.delete(job.id)
         pump()
       })
+    running.set(job.id, { abort, done })
+  }
+
+  function requestHash (firmId: string, objectType: string, cursor: string | null): string {
+    return createHash('sha256').update(JSON.stringify([firmId, objectType, cursor])).digest('hex')
+  }
+
+  /** The job an Idempotency-Key already names, when it is fresh and for the same request. */
+  function replay (userId: string, key: string, hash: string): string | undefined {
+    const previous = store.selectJobByIdempotencyKey(userId, key)
+    if (!previous) return undefined
+    if (previous.createdAt < now() - IDEMPOTENCY_WINDOW_MS) {
+      store.clearIdempotencyKey(previous.id)
+      return undefined
+    }
+    if (previous.requestHash !== hash) {
+      throw new AppError('IDEMPOTENCY_KEY_REUSED',
+        `the Idempotency-Key '${key}' was used with a different request (${previous.id}); use a new key for a new request`,
+        { requestId: previous.id })
+    }
+    return previous.id
+  }
+
+  /** Deletes files past their expiry and records it; returns how many were removed. */
+  function sweep (): number {
+    const expired = store.selectExpiredFiles(now())
+    for (const { id, fileName } of expired) {
+      removeFile(fileName)
+      store.markJobFileRemoved(id, now())
+    }
+    return expired.length
   }
 
   /** Starts queued jobs, oldest first, while workers are free. */
@@ -121,6 +162,40 @@ export function createExportsService (deps: ExportsDeps) {
     }
   }
 
+  /** The status view of a job; a Completed one carries a freshly signed download link. */
+  function statusView (job: JobRow, baseUrl: string): { view: Record<string, unknown>, retryAfter?: number } {
+    const view: Record<string, unknown> = {
+      requestId: job.id,
+      status: job.status,
+      firmId: job.firmId,
+      objectType: job.objectType,
+      createdAt: iso(job.createdAt),
+      progress: job.total === null ? { processed: job.processed } : { processed: job.processed, total: job.total },
+    }
+    let retryAfter: number | undefined
+    if (job.status === 'Pending') {
+      const ahead = store.countPendingBefore(job.createdAt)
+      retryAfter = Math.min(30, 1 + Math.floor(ahead / Math.max(1, config.exportWorkers)))
+    } else if (job.status === 'InProgress') {
+      retryAfter = 1
+    } else if (job.status === 'Completed') {
+      const fileExpires = Math.floor((job.expiresAt ?? 0) / 1000)
+      const expires = Math.min(fileExpires, Math.floor(now() / 1000) + DOWNLOAD_LINK_SECONDS)
+      const sig = signer.signDownload(job.id, expires)
+      view.result = {
+        total: job.total ?? 0,
+        fileUrl: `${baseUrl}/api/v1/files/${job.id}?expires=${expires}&sig=${sig}`,
+        nextCursor: job.nextCursor,
+        bytes: job.bytes ?? 0,
+        sha256: job.sha256 ?? '',
+        expiresAt: iso(job.expiresAt ?? 0),
+      }
+    } else {
+      view.error = { code: job.errorCode ?? 'EXPORT_FAILED', message: job.errorMessage ?? 'the export failed' }
+    }
+    return { view, retryAfter }
+  }
+
   function ownJob (principal: Principal, requestId: string): JobRow {
     const job = store.selectJob(requestId)
     // Another user's request is indistinguishable from one that does not exist.
@@ -130,12 +205,20 @@ export function createExportsService (deps: ExportsDeps) {
 
   return {
     /** Queues an export and returns its id at once; 409 if the user has one active. */
-    startExport (principal: Principal, firmId: string, objectType: string, cursor: string | null | undefined): { requestId: string } {
+    startExport (principal: Principal, firmId: string, objectType: string, cursor: string | null | undefined, idempotencyKey?: string): { requestId: string } {
       requireFirmAccess(principal, firmId)
       const afterId = cursor == null ? null : signer.decodeCursor(cursor, firmId, objectType)
+      const hash = idempotencyKey === undefined ? null : requestHash(firmId, objectType, cursor ?? null)
+      if (idempotencyKey !== undefined && hash !== null) {
+        const previous = replay(principal.userId, idempotencyKey, hash)
+        if (previous) return { requestId: previous }
+      }
       const requestId = `export-${randomUUID()}`
       try {
-        store.insertJob({ id: requestId, userId: principal.userId, firmId, objectType, cursorIn: cursor ?? null, afterId, createdAt: now() })
+        store.insertJob({
+          id: requestId, userId: principal.userId, firmId, objectType, cursorIn: cursor ?? null, afterId,
+          idempotencyKey: idempotencyKey ?? null, requestHash: hash, createdAt: now(),
+        })
       } catch (err) {
         if (!isActiveJobConflict(err)) throw err
         const activeRequestId = store.selectActiveJobId(principal.userId) ?? null
@@ -149,37 +232,26 @@ export function createExportsService (deps: ExportsDeps) {
 
     /** The status view of one of the caller's requests, with a fresh download link. */
     getStatus (principal: Principal, requestId: string, baseUrl: string) {
+      return statusView(ownJob(principal, requestId), baseUrl)
+    },
+
+    /**
+     * Cancels a Pending or InProgress job (its slot is free when this returns; the worker
+     * is stopped and its partial file removed), or deletes a finished job's file early.
+     */
+    cancel (principal: Principal, requestId: string, baseUrl: string) {
       const job = ownJob(principal, requestId)
-      const view: Record<string, unknown> = {
-        requestId: job.id,
-        status: job.status,
-        firmId: job.firmId,
-        objectType: job.objectType,
-        createdAt: iso(job.createdAt),
-        progress: job.total === null ? { processed: job.processed } : { processed: job.processed, total: job.total },
-      }
-      let retryAfter: number | undefined
-      if (job.status === 'Pending') {
-        const ahead = store.countPendingBefore(job.createdAt)
-        retryAfter = Math.min(30, 1 + Math.floor(ahead / Math.max(1, config.exportWorkers)))
-      } else if (job.status === 'InProgress') {
-        retryAfter = 1
-      } else if (job.status === 'Completed') {
-        const fileExpires = Math.floor((job.expiresAt ?? 0) / 1000)
-        const expires = Math.min(fileExpires, Math.floor(now() / 1000) + DOWNLOAD_LINK_SECONDS)
-        const sig = signer.signDownload(job.id, expires)
-        view.result = {
-          total: job.total ?? 0,
-          fileUrl: `${baseUrl}/api/v1/files/${job.id}?expires=${expires}&sig=${sig}`,
-          nextCursor: job.nextCursor,
-          bytes: job.bytes ?? 0,
-          sha256: job.sha256 ?? '',
-          expiresAt: iso(job.expiresAt ?? 0),
+      if (store.markJobCancelled(job.id, now())) {
+        const active = running.get(job.id)
+        if (active) {
+          aborting.add(job.id)
+          active.abort.abort()
         }
-      } else {
-        view.error = { code: job.errorCode ?? 'EXPORT_FAILED', message: job.errorMessage ?? 'the export failed' }
+      } else if (job.status === 'Completed' && job.fileName) {
+        removeFile(job.fileName)
+        store.markJobFileRemoved(job.id, now())
       }
-      return { view, retryAfter }
+      return statusView(ownJob(principal, requestId), baseUrl)
     },
 
     /** Checks a download link and returns the file's name in the files directory. */
@@ -199,16 +271,40 @@ export function createExportsService (deps: ExportsDeps) {
       return job.fileName
     },
 
-    /** Resumes queued and interrupted jobs (at start-up). */
+    /**
+     * At start-up: fails jobs interrupted MAX_ATTEMPTS times, requeues the other
+     * interrupted ones, removes export files no completed job owns, sweeps expired files,
+     * and starts the queue.
+     */
     resume (): void {
-      store.requeueInterruptedJobs()
+      const { failed, requeued } = store.requeueInterruptedJobs(MAX_ATTEMPTS, now())
+      if (failed || requeued) deps.log.warn({ failed, requeued }, 'recovered exports interrupted by a stop or crash')
+      const live = store.selectLiveFileNames()
+      for (const name of readdirSync(deps.filesDir)) {
+        if (name.endsWith('.ndjson') && !live.has(name)) removeFile(name)
+      }
+      sweep()
       pump()
     },
 
-    /** Stops scheduling and aborts running tasks; their jobs resume at the next start. */
-    stop (): void {
+    sweep,
+
+    /**
+     * Stops scheduling, gives running jobs up to graceMs to finish, then stops the rest;
+     * those go back to the queue (attempt not counted) and resume at the next start.
+     */
+    async stop (graceMs: number): Promise<void> {
       stopped = true
-      for (const abort of running.values()) abort.abort()
+      if (running.size === 0) return
+      let timer: NodeJS.Timeout | undefined
+      const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs) })
+      await Promise.race([Promise.all([...running.values()].map((r) => r.done)), timeout])
+      clearTimeout(timer)
+      for (const [id, r] of running) {
+        aborting.add(id)
+        r.abort.abort()
+      }
+      await Promise.all([...running.values()].map((r) => r.done))
     },
 
     runningCount: (): number => running.size,

@@ -22,6 +22,30 @@ function stripBom (line: Buffer): Buffer {
   return line.length >= 3 && line[0] === 0xef && line[1] === 0xbb && line[2] === 0xbf ? line.subarray(3) : line
 }
 
+/**
+ * Valid JSON text without its insignificant whitespace (and a leading BOM). Tokens are
+ * kept as written, so a number beyond double precision keeps its digits, and the result
+ * is one line.
+ */
+export function compactJson (text: string): string {
+  let out = ''
+  let from = text.charCodeAt(0) === 0xfeff ? 1 : 0
+  let inString = false
+  for (let i = from; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (inString) {
+      if (c === 0x5c) i++
+      else if (c === 0x22) inString = false
+    } else if (c === 0x22) {
+      inString = true
+    } else if (c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d) {
+      out += text.slice(from, i)
+      from = i + 1
+    }
+  }
+  return out + text.slice(from)
+}
+
 /** Whether an object id can be stored and read back unchanged. */
 export function isValidObjectId (id: unknown): id is string {
   return typeof id === 'string' && id.length >= 1 && id.length <= 256 && id.isWellFormed() && !id.includes('\u0000')

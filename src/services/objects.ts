@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { Config } from '../config.js'
 import { AppError } from '../errors.js'
 import type { ObjectsStore, StagedRow } from '../store/objects-store.js'
-import { isValidObjectId, parseObjectLine, readLines } from './ndjson.js'
+import { compactJson, isValidObjectId, parseObjectLine, readLines } from './ndjson.js'
 
 /** How many validated lines are staged per write transaction. */
 const STAGE_BATCH_ROWS = 2000
@@ -47,13 +47,16 @@ export function createObjectsService (store: ObjectsStore, config: Pick<Config, 
       return doc
     },
 
-    /** Stores one object under its id; tells whether it was created. */
-    putObject (firmId: string, type: string, id: string, body: Record<string, unknown>): { created: boolean, doc: Buffer } {
+    /**
+     * Stores one object under its id; tells whether it was created. `text` is the body's
+     * JSON text: stored compacted rather than re-serialized, so numbers keep their digits.
+     */
+    putObject (firmId: string, type: string, id: string, body: Record<string, unknown>, text?: string): { created: boolean, doc: Buffer } {
       if (!isValidObjectId(id)) throw new AppError('VALIDATION_FAILED', 'the object id must be 1 to 256 well-formed characters without NUL')
       if (body.id !== id) {
         throw new AppError('VALIDATION_FAILED', `the body's "id" (${JSON.stringify(body.id)}) must equal the objectId of the path ('${id}')`)
       }
-      const doc = Buffer.from(JSON.stringify(body), 'utf8')
+      const doc = Buffer.from(text === undefined ? JSON.stringify(body) : compactJson(text), 'utf8')
       if (doc.length > config.objectMaxBytes) {
         throw new AppError('OBJECT_TOO_LARGE', `the object is ${doc.length} bytes; the limit is ${config.objectMaxBytes} (OBJECT_MAX_BYTES)`)
       }

@@ -30,6 +30,13 @@ export function loadSigningSecret (dataDir: string, given: string | undefined): 
   return secret
 }
 
+/**
+ * A SHA-256 MAC in canonical base64url: 43 characters whose last carries 4 bits and two
+ * zero bits. Decoding ignores those two bits, so without this check three other endings
+ * of every genuine signature would be accepted as well.
+ */
+const SIGNATURE = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/
+
 function mac (key: Buffer, data: string): Buffer {
   return createHmac('sha256', key).update(data).digest()
 }
@@ -52,9 +59,12 @@ export function createSigner (secret: string) {
   }
 
   return {
-    /** An opaque cursor: version, base64url JSON payload and HMAC, bound to firm and type. */
+    /** An opaque cursor: version, base64url payload and HMAC, bound to firm and type. */
     encodeCursor (pos: CursorPosition): string {
-      const payload = Buffer.from(JSON.stringify([pos.firmId, pos.objectType, pos.after])).toString('base64url')
+      // NUL-separated UTF-8, not JSON: firm ids, types and object ids never hold NUL, and JSON
+      // spells a control character in six bytes, which pushed the cursor of a 256-character
+      // id past the 2048 characters the contract allows (maxLength of ExportInput.cursor).
+      const payload = Buffer.from(`${pos.firmId}\0${pos.objectType}\0${pos.after}`, 'utf8').toString('base64url')
       const signature = mac(cursorKey, `${CURSOR_VERSION}.${payload}`).toString('base64url')
       return `${CURSOR_VERSION}.${payload}.${signature}`
     },
@@ -66,21 +76,16 @@ export function createSigner (secret: string) {
     decodeCursor (cursor: string, firmId: string, objectType: string): string {
       if (typeof cursor !== 'string' || cursor.length > 2048) throw invalidCursor('malformed')
       const parts = cursor.split('.')
-      if (parts.length !== 3 || !/^[A-Za-z0-9_-]+$/.test(parts[1]) || !/^[A-Za-z0-9_-]{43}$/.test(parts[2])) {
+      if (parts.length !== 3 || !/^[A-Za-z0-9_-]+$/.test(parts[1]) || !SIGNATURE.test(parts[2])) {
         throw invalidCursor('malformed')
       }
       if (parts[0] !== CURSOR_VERSION) throw invalidCursor('unknown version')
       const expected = mac(cursorKey, `${parts[0]}.${parts[1]}`)
       const given = Buffer.from(parts[2], 'base64url')
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalidCursor('bad signature')
-      let value: unknown
-      try {
-        value = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'))
-      } catch {
-        throw invalidCursor('malformed')
-      }
-      if (!Array.isArray(value) || value.length !== 3 || !value.every((v) => typeof v === 'string')) throw invalidCursor('malformed')
-      const [f, t, after] = value as string[]
+      const value = Buffer.from(parts[1], 'base64url').toString('utf8').split('\0')
+      if (value.length !== 3) throw invalidCursor('malformed')
+      const [f, t, after] = value
       if (f !== firmId || t !== objectType) throw invalidCursor('it belongs to another firm or object type')
       return after
     },
@@ -92,7 +97,7 @@ export function createSigner (secret: string) {
 
     /** Whether a download link's signature is genuine (constant time). */
     verifyDownload (requestId: string, expires: string, signature: string): boolean {
-      if (!/^\d{1,12}$/.test(expires) || !/^[A-Za-z0-9_-]{43}$/.test(signature)) return false
+      if (!/^\d{1,12}$/.test(expires) || !SIGNATURE.test(signature)) return false
       const expected = mac(urlKey, `${requestId}.${expires}`)
       const given = Buffer.from(signature, 'base64url')
       return given.length === expected.length && timingSafeEqual(given, expected)

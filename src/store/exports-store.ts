@@ -18,6 +18,8 @@ export interface JobRow {
   errorCode: string | null
   errorMessage: string | null
   attempts: number
+  idempotencyKey: string | null
+  requestHash: string | null
   createdAt: number
   startedAt: number | null
   finishedAt: number | null
@@ -27,7 +29,7 @@ export interface JobRow {
 const COLUMNS = `id, user_id AS userId, firm_id AS firmId, object_type AS objectType, status,
   cursor_in AS cursorIn, after_id AS afterId, processed, total, next_cursor AS nextCursor,
   file_name AS fileName, bytes, sha256, error_code AS errorCode, error_message AS errorMessage,
-  attempts, created_at AS createdAt, started_at AS startedAt, finished_at AS finishedAt,
+  attempts, idempotency_key AS idempotencyKey, request_hash AS requestHash, created_at AS createdAt, started_at AS startedAt, finished_at AS finishedAt,
   expires_at AS expiresAt`
 
 /** Whether an error is the partial unique index refusing a second active job. */
@@ -38,9 +40,26 @@ export function isActiveJobConflict (err: unknown): boolean {
 
 /** Every query on `export_jobs`. Only the main thread writes job rows. */
 export function createExportsStore ({ sqlite }: Store) {
-  const insert = sqlite.prepare<[string, string, string, string, string | null, string | null, number]>(`
-    INSERT INTO export_jobs (id, user_id, firm_id, object_type, status, cursor_in, after_id, created_at)
-    VALUES (?, ?, ?, ?, 'Pending', ?, ?, ?)`)
+  const insert = sqlite.prepare<[string, string, string, string, string | null, string | null, string | null, string | null, number]>(`
+    INSERT INTO export_jobs (id, user_id, firm_id, object_type, status, cursor_in, after_id, idempotency_key, request_hash, created_at)
+    VALUES (?, ?, ?, ?, 'Pending', ?, ?, ?, ?, ?)`)
+  const byKey = sqlite.prepare<[string, string], JobRow>(
+    `SELECT ${COLUMNS} FROM export_jobs WHERE user_id = ? AND idempotency_key = ?`)
+  const clearKey = sqlite.prepare<[string]>('UPDATE export_jobs SET idempotency_key = NULL WHERE id = ?')
+  const cancelled = sqlite.prepare<[number, string]>(`
+    UPDATE export_jobs SET status = 'Failed', error_code = 'CANCELLED', error_message = 'the request was cancelled by its owner',
+      finished_at = ? WHERE id = ? AND status IN ('Pending', 'InProgress')`)
+  const fileRemoved = sqlite.prepare<[number, number, string]>(
+    "UPDATE export_jobs SET file_name = NULL, expires_at = min(coalesce(expires_at, ?), ?) WHERE id = ? AND status = 'Completed'")
+  const expiredFiles = sqlite.prepare<[number], { id: string, fileName: string }>(
+    "SELECT id, file_name AS fileName FROM export_jobs WHERE status = 'Completed' AND file_name IS NOT NULL AND expires_at <= ?")
+  const liveFiles = sqlite.prepare<[], string>(
+    "SELECT file_name FROM export_jobs WHERE status = 'Completed' AND file_name IS NOT NULL").pluck(true)
+  const interruptedTooOften = sqlite.prepare<[string, number, number]>(`
+    UPDATE export_jobs SET status = 'Failed', error_code = 'EXPORT_FAILED', error_message = ?, finished_at = ?
+    WHERE status = 'InProgress' AND attempts >= ?`)
+  const requeueRefund = sqlite.prepare<[string]>(
+    "UPDATE export_jobs SET status = 'Pending', attempts = max(0, attempts - 1) WHERE id = ? AND status = 'InProgress'")
   const byId = sqlite.prepare<[string], JobRow>(`SELECT ${COLUMNS} FROM export_jobs WHERE id = ?`)
   const activeOfUser = sqlite.prepare<[string], { id: string }>(
     "SELECT id FROM export_jobs WHERE user_id = ? AND status IN ('Pending', 'InProgress')")
@@ -68,9 +87,19 @@ export function createExportsStore ({ sqlite }: Store) {
 
   return {
     /** Inserts a Pending job; the partial unique index throws if the user has an active one. */
-    insertJob (job: { id: string, userId: string, firmId: string, objectType: string, cursorIn: string | null, afterId: string | null, createdAt: number }): void {
-      insert.run(job.id, job.userId, job.firmId, job.objectType, job.cursorIn, job.afterId, job.createdAt)
+    insertJob (job: { id: string, userId: string, firmId: string, objectType: string, cursorIn: string | null, afterId: string | null, idempotencyKey?: string | null, requestHash?: string | null, createdAt: number }): void {
+      insert.run(job.id, job.userId, job.firmId, job.objectType, job.cursorIn, job.afterId, job.idempotencyKey ?? null, job.requestHash ?? null, job.createdAt)
     },
+    selectJobByIdempotencyKey: (userId: string, key: string): JobRow | undefined => byKey.get(userId, key),
+    clearIdempotencyKey: (id: string): void => { clearKey.run(id) },
+    /** Fails a Pending or InProgress job as CANCELLED; false when it had already finished. */
+    markJobCancelled: (id: string, now: number): boolean => cancelled.run(now, id).changes > 0,
+    /** Records that a completed job's file is gone (expired or deleted early). */
+    markJobFileRemoved: (id: string, now: number): void => { fileRemoved.run(now, now, id) },
+    selectExpiredFiles: (now: number): Array<{ id: string, fileName: string }> => expiredFiles.all(now),
+    selectLiveFileNames: (): Set<string> => new Set(liveFiles.all()),
+    /** Puts a job a shutdown interrupted back in the queue without counting the attempt. */
+    markJobPendingRefunded: (id: string): void => { requeueRefund.run(id) },
     selectJob: (id: string): JobRow | undefined => byId.get(id),
     selectActiveJobId: (userId: string): string | undefined => activeOfUser.get(userId)?.id,
     /** Marks the oldest Pending job InProgress and returns it. */
@@ -85,7 +114,10 @@ export function createExportsStore ({ sqlite }: Store) {
       failed.run(code, message, now, id).changes > 0,
     markJobPending: (id: string): void => { requeue.run(id) },
     /** Jobs a stop or crash interrupted go back to the queue. */
-    requeueInterruptedJobs: (): number => requeueAll.run().changes,
+    requeueInterruptedJobs (maxAttempts: number, now: number): { failed: number, requeued: number } {
+      const failed = interruptedTooOften.run(`the export was interrupted ${maxAttempts} times (server crashes or kills while it ran); start it again, and check the server log if it keeps failing`, now, maxAttempts).changes
+      return { failed, requeued: requeueAll.run().changes }
+    },
     countPendingBefore: (createdAt: number): number => pendingAhead.get(createdAt) ?? 0,
   }
 }

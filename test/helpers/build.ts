@@ -1,11 +1,13 @@
 import type { FastifyInstance } from 'fastify'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { buildApp } from '../../src/app.js'
 import { loadConfig, type Config } from '../../src/config.js'
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789'
 
 interface TapLike {
-  testdir: () => string
   teardown: (fn: () => unknown) => void
 }
 
@@ -14,9 +16,14 @@ interface TapLike {
  * applied) and closes it in teardown. `env` overrides the environment the config reads.
  */
 export async function build (t: TapLike, env: Record<string, string> = {}): Promise<FastifyInstance & { testConfig: Config }> {
-  const config = loadConfig({ DATA_DIR: t.testdir(), ADMIN_TOKEN, LOG_LEVEL: 'silent', ...env })
+  // A fresh directory per app (t.testdir() is one per test and is wiped when called again).
+  const dataDir = mkdtempSync(join(tmpdir(), 'bes-test-'))
+  const config = loadConfig({ DATA_DIR: dataDir, ADMIN_TOKEN, LOG_LEVEL: 'silent', ...env })
   const app = await buildApp(config)
-  t.teardown(() => app.close())
+  t.teardown(async () => {
+    await app.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
   return Object.assign(app, { testConfig: config })
 }
 
