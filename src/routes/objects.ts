@@ -26,7 +26,7 @@ export default async function objectsRoutes (fastify: FastifyInstance) {
     scope.addContentTypeParser(['application/x-ndjson', 'application/jsonl'], (_request, payload, done) => done(null, payload))
     scope.withTypeProvider<TypeBoxTypeProvider>().route({
       ...operations.importObjects,
-      handler: async (request) => {
+      handler: async (request, reply) => {
         const { firmId, objectType } = request.params
         requireFirmAccess(principalOf(request), firmId)
         const declared = Number(request.headers['content-length'])
@@ -36,10 +36,14 @@ export default async function objectsRoutes (fastify: FastifyInstance) {
         const body = request.body as Readable | undefined
         if (!body) throw new AppError('VALIDATION_FAILED', 'the body is empty; send one JSON object per line')
         try {
-          return await objects.importNdjson(firmId, objectType, body)
+          // Stopping early must not destroy the request (and with it the socket the
+          // problem is to be sent on).
+          return await objects.importNdjson(firmId, objectType, body.iterator({ destroyOnReturn: false }))
         } catch (err) {
-          // Discard the rest of the body so the client reads the problem, not a reset.
-          body.resume()
+          // Drain the rest of the body so a client that sends it all before reading gets
+          // the problem rather than a reset; past the body limit, hang up instead.
+          if (err instanceof AppError && err.code === 'PAYLOAD_TOO_LARGE') reply.header('Connection', 'close')
+          else body.resume()
           throw err
         }
       },
