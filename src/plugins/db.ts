@@ -23,14 +23,13 @@ declare module 'fastify' {
 export default fp(async function dbPlugin (app: FastifyInstance, opts: { config: Config }) {
   const store = openStore(opts.config.dataDir)
   const objectsStore = createObjectsStore(store)
-  const stale = objectsStore.deleteAllStagedRows()
-  if (stale) app.log.warn({ rows: stale }, 'removed the staged rows of imports interrupted by a restart')
   app.decorate('config', opts.config)
   app.decorate('store', store)
-  app.decorate('services', {
-    admin: createAdminService(store),
-    objects: createObjectsService(objectsStore, opts.config),
-  })
+  const objects = createObjectsService(objectsStore, opts.config)
+  app.decorate('services', { admin: createAdminService(store), objects })
+  // Imports a stop interrupted: valid ones are finished, partial ones dropped.
+  const recovered = await objects.recoverImports()
+  if (recovered.finished || recovered.discarded) app.log.warn(recovered, 'recovered imports interrupted by a stop')
   app.addHook('onClose', async () => {
     store.sqlite.close()
   })

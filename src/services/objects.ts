@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import type { Config } from '../config.js'
 import { AppError } from '../errors.js'
 import type { ObjectsStore, StagedRow } from '../store/objects-store.js'
@@ -7,15 +8,50 @@ import { compactJson, isValidObjectId, parseObjectLine, readLines } from './ndjs
 /** How many validated lines are staged per write transaction. */
 const STAGE_BATCH_ROWS = 2000
 const STAGE_BATCH_BYTES = 8 * 1024 * 1024
+/** Lines moved into `objects` per transaction: small enough to keep the event loop free. */
+const MERGE_BATCH_ROWS = 2000
 
 export function createObjectsService (store: ObjectsStore, config: Pick<Config, 'objectMaxBytes' | 'importMaxBytes'>, now = Date.now) {
+  /** Moves all staged lines of a valid import into `objects`, a batch at a time. */
+  async function merge (importId: string, firmId: string, type: string): Promise<void> {
+    while (store.mergeStagedBatch(importId, firmId, type, now(), MERGE_BATCH_ROWS) > 0) await yieldToEventLoop()
+    store.deleteImport(importId)
+  }
+
+  /** Drops the staged lines of an import that will not be applied. */
+  async function discard (importId: string): Promise<void> {
+    while (store.deleteStagedBatch(importId, MERGE_BATCH_ROWS * 5) > 0) await yieldToEventLoop()
+    store.deleteImport(importId)
+  }
+
   return {
     /**
+     * At start-up: finishes imports that had proved valid (merging) and drops those whose
+     * body was still being read (staging) when the server stopped.
+     */
+    async recoverImports (): Promise<{ finished: number, discarded: number }> {
+      let finished = 0
+      let discarded = 0
+      for (const imp of store.selectImports()) {
+        if (imp.state === 'merging') {
+          await merge(imp.id, imp.firmId, imp.type)
+          finished++
+        } else {
+          await discard(imp.id)
+          discarded++
+        }
+      }
+      return { finished, discarded }
+    },
+
+    /**
      * Streams an NDJSON body into the collection, all or nothing: every line is validated
-     * and staged first; only a wholly valid body is merged, in one transaction.
+     * and staged first; only a wholly valid body is merged into `objects`, in batches that
+     * let other requests through, and a restart finishes a merge that had begun.
      */
     async importNdjson (firmId: string, type: string, body: AsyncIterable<Buffer>): Promise<{ imported: number }> {
       const importId = randomUUID()
+      store.insertImport(importId, firmId, type, now())
       let batch: StagedRow[] = []
       let batchBytes = 0
       let count = 0
@@ -32,12 +68,13 @@ export function createObjectsService (store: ObjectsStore, config: Pick<Config, 
           }
         }
         if (batch.length) store.insertStagedRows(importId, batch)
-        store.mergeStagedRows(importId, firmId, type, now())
-        return { imported: count }
       } catch (err) {
-        store.deleteStagedRows(importId)
+        await discard(importId)
         throw err
       }
+      store.markImportMerging(importId)
+      await merge(importId, firmId, type)
+      return { imported: count }
     },
 
     /** The stored JSON bytes of one object; 404 when absent. */

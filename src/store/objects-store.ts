@@ -17,24 +17,35 @@ export function createObjectsStore ({ sqlite }: Store) {
   const insertStaged = sqlite.prepare<[string, number, string, Buffer]>(
     'INSERT INTO import_rows (import_id, seq, id, doc) VALUES (?, ?, ?, ?)')
   // Rows are merged in line order, so an id repeated within one import keeps its last line.
-  const mergeStaged = sqlite.prepare<[string, string, number, number, string]>(`
+  const mergeStaged = sqlite.prepare<[string, string, number, number, string, number]>(`
     INSERT INTO objects (firm_id, type, id, doc, created_at, updated_at)
-    SELECT ?, ?, id, doc, ?, ? FROM import_rows WHERE import_id = ? ORDER BY seq
+    SELECT ?, ?, id, doc, ?, ? FROM import_rows WHERE import_id = ? AND seq <= ? ORDER BY seq
     ON CONFLICT (firm_id, type, id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`)
   const upsertOne = sqlite.prepare<[string, string, string, Buffer, number, number]>(`
     INSERT INTO objects (firm_id, type, id, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)
     ON CONFLICT (firm_id, type, id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`)
   const countObjects = sqlite.prepare<[string, string], { n: number }>(
     'SELECT count(*) AS n FROM objects WHERE firm_id = ? AND type = ?')
-  const deleteStaged = sqlite.prepare<[string]>('DELETE FROM import_rows WHERE import_id = ?')
-  const deleteAllStaged = sqlite.prepare('DELETE FROM import_rows')
+  const batchEnd = sqlite.prepare<[string, number], number | null>(
+    'SELECT max(seq) FROM (SELECT seq FROM import_rows WHERE import_id = ? ORDER BY seq LIMIT ?)').pluck(true)
+  const deleteStagedUpTo = sqlite.prepare<[string, number]>('DELETE FROM import_rows WHERE import_id = ? AND seq <= ?')
+  const insertImport = sqlite.prepare<[string, string, string, number]>(
+    "INSERT INTO imports (id, firm_id, type, state, created_at) VALUES (?, ?, ?, 'staging', ?)")
+  const importMerging = sqlite.prepare<[string]>("UPDATE imports SET state = 'merging' WHERE id = ?")
+  const deleteImport = sqlite.prepare<[string]>('DELETE FROM imports WHERE id = ?')
+  const selectImports = sqlite.prepare<[], { id: string, firmId: string, type: string, state: 'staging' | 'merging' }>(
+    'SELECT id, firm_id AS firmId, type, state FROM imports ORDER BY created_at')
 
   return {
     /** The stored JSON bytes of one object. */
     selectObjectDoc: (firmId: string, type: string, id: string): Buffer | undefined =>
       selectDoc.get(firmId, type, id)?.doc,
 
-    /** Inserts or replaces one object; true when it was created. */
+    /**
+     * Inserts or replaces one object; true when it was created. BEGIN IMMEDIATE: a
+     * transaction that reads before it writes gets SQLITE_BUSY at once, without waiting
+     * (busy_timeout), when another connection holds the write lock.
+     */
     upsertObject: sqlite.transaction((firmId: string, type: string, id: string, doc: Buffer, now: number): boolean => {
       const row = selectSeq.get(firmId, type, id)
       if (row) {
@@ -43,7 +54,7 @@ export function createObjectsStore ({ sqlite }: Store) {
       }
       insertObject.run(firmId, type, id, doc, now, now)
       return true
-    }),
+    }).immediate,
 
     /** Deletes one object; true when it existed. */
     deleteObject: (firmId: string, type: string, id: string): boolean =>
@@ -54,13 +65,34 @@ export function createObjectsStore ({ sqlite }: Store) {
       for (const r of rows) insertStaged.run(importId, r.seq, r.id, r.doc)
     }),
 
-    /** Moves an import's staged lines into `objects` (upserting by id) in one transaction. */
-    mergeStagedRows: sqlite.transaction((importId: string, firmId: string, type: string, now: number): void => {
-      mergeStaged.run(firmId, type, now, now, importId)
-      deleteStaged.run(importId)
-    }),
+    /** Records an import that has started reading its body. */
+    insertImport: (id: string, firmId: string, type: string, now: number): void => { insertImport.run(id, firmId, type, now) },
 
-    deleteStagedRows: (importId: string): void => { deleteStaged.run(importId) },
+    /** The whole body is valid: from here on the import is finished, even across a restart. */
+    markImportMerging: (id: string): void => { importMerging.run(id) },
+
+    deleteImport: (id: string): void => { deleteImport.run(id) },
+
+    /** Imports a stop interrupted. */
+    selectImports: () => selectImports.all(),
+
+    /**
+     * Moves the next `limit` staged lines of an import into `objects` (upserting by id)
+     * in one transaction; returns how many moved (0: none left).
+     */
+    mergeStagedBatch: sqlite.transaction((importId: string, firmId: string, type: string, now: number, limit: number): number => {
+      const end = batchEnd.get(importId, limit)
+      if (end === null || end === undefined) return 0
+      mergeStaged.run(firmId, type, now, now, importId, end)
+      return deleteStagedUpTo.run(importId, end).changes
+    }).immediate,
+
+    /** Deletes up to `limit` staged lines of an import; returns how many. */
+    deleteStagedBatch: sqlite.transaction((importId: string, limit: number): number => {
+      const end = batchEnd.get(importId, limit)
+      if (end === null || end === undefined) return 0
+      return deleteStagedUpTo.run(importId, end).changes
+    }).immediate,
 
     /** Upserts many objects in one transaction (bulk loads such as the demo seed). */
     upsertObjects: sqlite.transaction((firmId: string, type: string, rows: Array<{ id: string, doc: Buffer }>, now: number): void => {
@@ -68,9 +100,6 @@ export function createObjectsStore ({ sqlite }: Store) {
     }),
 
     countObjects: (firmId: string, type: string): number => countObjects.get(firmId, type)?.n ?? 0,
-
-    /** Staging rows left by a crash; no import survives a restart. */
-    deleteAllStagedRows: (): number => deleteAllStaged.run().changes,
   }
 }
 

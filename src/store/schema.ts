@@ -48,6 +48,20 @@ export const objects = sqliteTable('objects', {
 }, (t) => [uniqueIndex('objects_key_unique').on(t.firmId, t.type, t.id)])
 
 /**
+ * Imports under way. `staging`: the body is still being read and validated (discarded if
+ * the server stops). `merging`: the whole body proved valid and its rows are being moved
+ * into `objects` in batches; a restart finishes the move, so a valid import is never
+ * left half applied.
+ */
+export const imports = sqliteTable('imports', {
+  id: text('id').primaryKey(),
+  firmId: text('firm_id').notNull(),
+  type: text('type').notNull(),
+  state: text('state', { enum: ['staging', 'merging'] }).notNull(),
+  createdAt: integer('created_at').notNull(),
+})
+
+/**
  * Lines of an import in progress. An import streams into here in small transactions
  * and is merged into `objects` in one transaction once the whole body has proved valid,
  * so a bad line leaves `objects` untouched.
