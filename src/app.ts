@@ -12,6 +12,7 @@ import adminRoutes from './routes/admin.js'
 import exportsRoutes from './routes/exports.js'
 import objectsRoutes from './routes/objects.js'
 import operationsRoutes from './routes/operations.js'
+import { decodeUtf8Body } from './services/ndjson.js'
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
 
@@ -65,8 +66,18 @@ export async function buildApp (config: Config, options: { logger?: FastifyServe
     routerOptions: { maxParamLength: 1024 },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    // A URL Fastify cannot decode (bad percent-encoding) is a problem like any other error.
-    frameworkErrors: (error, request, reply) => sendProblem(request, reply, toAppError(error)),
+    // A URL Fastify cannot decode (bad percent-encoding, an over-long segment) is a problem
+    // like any other error. The router refuses it before the onRequest hooks, so the URL
+    // limit is checked here too; and the URL is not echoed: its query may hold a `sig`.
+    frameworkErrors: (error, request, reply) => {
+      if (request.url.length > config.maxUrlBytes) {
+        return sendProblem(request, reply, new AppError('URI_TOO_LONG', `the URL is longer than ${config.maxUrlBytes} bytes (MAX_URL_BYTES)`))
+      }
+      if (error.code === 'FST_ERR_BAD_URL' || error.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+        return sendProblem(request, reply, new AppError('VALIDATION_FAILED', 'the URL path is not valid: bad percent-encoding, or a path segment longer than 1024 characters'))
+      }
+      return sendProblem(request, reply, toAppError(error))
+    },
     // Node refuses oversized headers (16 KiB) and malformed requests before Fastify sees
     // them; answer those as problems too.
     clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
@@ -93,9 +104,15 @@ export async function buildApp (config: Config, options: { logger?: FastifyServe
 
   // An empty body with Content-Type: application/json is no body at all (curl -X POST -H …).
   const parseJson = app.getDefaultJsonParser('error', 'error')
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    if (body === '' || (typeof body === 'string' && body.trim() === '')) return done(null, undefined)
-    return parseJson(request, body as string, done)
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, raw, done) => {
+    let body: string
+    try {
+      body = decodeUtf8Body(raw as Buffer)
+    } catch (err) {
+      return done(err as Error, undefined)
+    }
+    if (body.trim() === '') return done(null, undefined)
+    return parseJson(request, body, done)
   })
   // JSON operations take JSON only: a text/plain body is a 415, not a string failing the schema.
   app.removeContentTypeParser('text/plain')

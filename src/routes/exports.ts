@@ -60,15 +60,12 @@ export default async function exportsRoutes (fastify: FastifyInstance) {
     await scope.register(fastifyStatic, { root: app.filesDir, serve: false })
     // gzip at level 1: export files compress ~3.5:1 and level 6 costs 1.5x more CPU for
     // little gain (BASELINE.md). Ranges are never compressed (offsets are of the file).
-    await scope.register(compress, {
-      global: false,
-      encodings: ['gzip'],
-      zlibOptions: { level: 1 },
-      customTypes: /^application\/x-ndjson$/,
-    })
+    // The options sit on the route: a route's `compress` replaces the plugin's options
+    // wholesale (defaults included), and the default types leave out application/x-ndjson.
+    await scope.register(compress, { global: false })
     scope.withTypeProvider<TypeBoxTypeProvider>().route({
       ...operations.downloadFile,
-      compress: {},
+      compress: { encodings: ['gzip'], zlibOptions: { level: 1 }, customTypes: /^application\/x-ndjson$/ },
       handler: async (request, reply) => {
         const { requestId } = request.params
         const fileName = jobs.resolveDownload(requestId, request.query.expires, request.query.sig)

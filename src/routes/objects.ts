@@ -5,6 +5,7 @@ import { operations, type StoredObject } from '../contract/generated.js'
 import { AppError } from '../errors.js'
 import { principalOf } from '../plugins/auth.js'
 import { requireFirmAccess } from '../services/access.js'
+import { decodeUtf8Body } from '../services/ndjson.js'
 
 /**
  * Objects are sent as their stored bytes, never re-serialized, so what comes back is what
@@ -64,10 +65,16 @@ export default async function objectsRoutes (fastify: FastifyInstance) {
     const bodyText = new WeakMap<object, string>()
     const parseJson = scope.getDefaultJsonParser('error', 'error')
     scope.removeContentTypeParser('application/json')
-    scope.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-      if ((body as string).trim() === '') return done(null, undefined)
-      parseJson(request, body as string, (err, value) => {
-        if (!err) bodyText.set(request, body as string)
+    scope.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, raw, done) => {
+      let body: string
+      try {
+        body = decodeUtf8Body(raw as Buffer)
+      } catch (err) {
+        return done(err as Error, undefined)
+      }
+      if (body.trim() === '') return done(null, undefined)
+      parseJson(request, body, (err, value) => {
+        if (!err) bodyText.set(request, body)
         done(err, value)
       })
     })

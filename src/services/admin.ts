@@ -18,6 +18,16 @@ export function secretsEqual (a: string, b: string): boolean {
   return timingSafeEqual(ha, hb)
 }
 
+/**
+ * A name SQLite stores as UTF-8 must be well-formed: a lone surrogate would come back as
+ * replacement characters, a silent change of what the client sent.
+ */
+function requireWellFormedName (name: string | undefined): void {
+  if (name !== undefined && !name.isWellFormed()) {
+    throw new AppError('VALIDATION_FAILED', 'the name must be well-formed Unicode text (it holds a lone surrogate)')
+  }
+}
+
 function iso (ms: number): string {
   return new Date(ms).toISOString()
 }
@@ -37,11 +47,15 @@ export function createAdminService ({ db, sqlite }: Store, now = Date.now) {
 
   return {
     putFirm (firmId: string, name: string | undefined) {
+      requireWellFormedName(name)
       const { firm, created } = adminStore.upsertFirm(db, firmId, name, now())
       return { created, firm: { firmId: firm.id, name: firm.name, createdAt: iso(firm.createdAt) } }
     },
 
+    // IMMEDIATE transactions: one that reads before it writes gets SQLITE_BUSY at once,
+    // without waiting (busy_timeout), when another connection holds the write lock.
     createUser: (name: string, firms: string[]) => sqlite.transaction(() => {
+      requireWellFormedName(name)
       const known = new Set(adminStore.findFirmIds(db, firms))
       const missing = firms.filter((f) => !known.has(f))
       if (missing.length) {
@@ -50,12 +64,12 @@ export function createAdminService ({ db, sqlite }: Store, now = Date.now) {
       const userId = `user-${randomUUID()}`
       adminStore.insertUser(db, { id: userId, name, createdAt: now() }, firms)
       return { userId, name, firms, ...newToken(userId) }
-    })(),
+    }).immediate(),
 
     issueToken: (userId: string) => sqlite.transaction(() => {
       requireUser(userId)
       return newToken(userId)
-    })(),
+    }).immediate(),
 
     listTokens (userId: string) {
       requireUser(userId)

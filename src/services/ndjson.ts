@@ -46,6 +46,18 @@ export function compactJson (text: string): string {
   return out + text.slice(from)
 }
 
+/**
+ * A JSON request body's bytes as text. Invalid UTF-8 (the bytes of a lone surrogate
+ * included) is a 400, as on an import line, never silently turned into U+FFFD.
+ */
+export function decodeUtf8Body (bytes: Buffer): string {
+  try {
+    return decoder.decode(bytes)
+  } catch {
+    throw new AppError('VALIDATION_FAILED', 'the body is not valid UTF-8')
+  }
+}
+
 /** Whether an object id can be stored and read back unchanged. */
 export function isValidObjectId (id: unknown): id is string {
   return typeof id === 'string' && id.length >= 1 && id.length <= 256 && id.isWellFormed() && !id.includes('\u0000')
