@@ -1,6 +1,6 @@
 import compress from '@fastify/compress'
 import rateLimit from '@fastify/rate-limit'
-import fastifyStatic from '@fastify/static'
+import fastifyStatic, { type SendOptions } from '@fastify/static'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { operations } from '../contract/generated.js'
@@ -72,7 +72,11 @@ export default async function exportsRoutes (fastify: FastifyInstance) {
         reply.header('Content-Type', 'application/x-ndjson')
         reply.header('Content-Disposition', `attachment; filename="${fileName}"`)
         reply.header('Cache-Control', 'private, no-cache')
-        return reply.sendFile(fileName, { contentType: false, cacheControl: false })
+        // 1 MiB reads instead of 64 KiB: each read is a turn of the event loop, and under
+        // polling load small reads cut download speed by an order of magnitude.
+        // (@fastify/send takes highWaterMark; @fastify/static's types do not list it.)
+        const options: SendOptions & { highWaterMark: number } = { contentType: false, cacheControl: false, highWaterMark: 1 << 20 }
+        return reply.sendFile(fileName, options)
       },
     })
   })

@@ -1,4 +1,4 @@
-import { and, asc, eq, inArray, isNull } from 'drizzle-orm'
+import { and, asc, eq, inArray, isNull, sql } from 'drizzle-orm'
 import type { Db } from './db.js'
 import { firms, memberships, tokens, users } from './schema.js'
 
@@ -33,9 +33,28 @@ export function findUser (db: Db, id: string): { id: string, name: string } | un
   return db.select({ id: users.id, name: users.name }).from(users).where(eq(users.id, id)).get()
 }
 
+// The two queries behind every authenticated request, prepared once per connection.
+const authQueries = new WeakMap<Db, ReturnType<typeof prepareAuthQueries>>()
+function prepareAuthQueries (db: Db) {
+  return {
+    firmIds: db.select({ firmId: memberships.firmId }).from(memberships)
+      .where(eq(memberships.userId, sql.placeholder('userId'))).prepare(),
+    liveToken: db.select().from(tokens)
+      .where(and(eq(tokens.hash, sql.placeholder('hash')), isNull(tokens.revokedAt))).prepare(),
+  }
+}
+function auth (db: Db) {
+  let q = authQueries.get(db)
+  if (!q) {
+    q = prepareAuthQueries(db)
+    authQueries.set(db, q)
+  }
+  return q
+}
+
 /** The firm ids a user belongs to. */
 export function selectUserFirmIds (db: Db, userId: string): string[] {
-  return db.select({ firmId: memberships.firmId }).from(memberships).where(eq(memberships.userId, userId)).all().map((r) => r.firmId)
+  return auth(db).firmIds.all({ userId }).map((r) => r.firmId)
 }
 
 export function insertToken (db: Db, token: typeof tokens.$inferInsert): void {
@@ -56,5 +75,5 @@ export function markTokenRevoked (db: Db, userId: string, tokenId: string, now: 
 
 /** The live (not revoked) token with this hash. */
 export function findLiveTokenByHash (db: Db, hash: string): TokenRow | undefined {
-  return db.select().from(tokens).where(and(eq(tokens.hash, hash), isNull(tokens.revokedAt))).get()
+  return auth(db).liveToken.get({ hash })
 }
