@@ -7,12 +7,12 @@ import authPlugin from './plugins/auth.js'
 import dbPlugin from './plugins/db.js'
 import docsPlugin from './plugins/docs.js'
 import exportPoolPlugin from './plugins/export-pool.js'
+import { jsonBodyParser } from './plugins/json-body.js'
 import errorsPlugin, { sendProblem, toAppError } from './plugins/errors.js'
 import adminRoutes from './routes/admin.js'
 import exportsRoutes from './routes/exports.js'
 import objectsRoutes from './routes/objects.js'
 import operationsRoutes from './routes/operations.js'
-import { decodeUtf8Body } from './services/ndjson.js'
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
 
@@ -102,18 +102,7 @@ export async function buildApp (config: Config, options: { logger?: FastifyServe
     }
   })
 
-  // An empty body with Content-Type: application/json is no body at all (curl -X POST -H …).
-  const parseJson = app.getDefaultJsonParser('error', 'error')
-  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, raw, done) => {
-    let body: string
-    try {
-      body = decodeUtf8Body(raw as Buffer)
-    } catch (err) {
-      return done(err as Error, undefined)
-    }
-    if (body.trim() === '') return done(null, undefined)
-    return parseJson(request, body, done)
-  })
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, jsonBodyParser(app))
   // JSON operations take JSON only: a text/plain body is a 415, not a string failing the schema.
   app.removeContentTypeParser('text/plain')
   // Operations whose request body is optional validate a missing body as an empty one.

@@ -3,22 +3,11 @@ import { randomUUID } from 'node:crypto'
 import { existsSync, readdirSync, rmSync, watch, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
-import { createObjectsStore } from '../src/store/objects-store.js'
 import { createUser } from './helpers/build.js'
-import { buildExportApp, downloadFile, postExport, readStatus, startExport, waitForJob, type JobStatusBody } from './helpers/exports.js'
+import { buildExportApp, downloadFile, postExport, readStatus, startExport, waitForJob, type JobStatusBody, seedObjects } from './helpers/exports.js'
 
 /** Enough objects that an export runs for about a second on this machine. */
 const BIG = 100_000
-
-/** Loads `n` objects of a few hundred bytes each straight into the store. */
-function seed (app: FastifyInstance, firmId: string, type: string, n: number): void {
-  const filler = 'x'.repeat(200)
-  const rows = Array.from({ length: n }, (_, i) => {
-    const id = randomUUID()
-    return { id, doc: Buffer.from(JSON.stringify({ id, i, filler })) }
-  })
-  createObjectsStore(app.store).upsertObjects(firmId, type, rows, Date.now())
-}
 
 async function cancel (app: FastifyInstance, headers: Record<string, string>, requestId: string) {
   return app.inject({ method: 'DELETE', url: `/api/v1/request/${requestId}`, headers })
@@ -74,7 +63,7 @@ function watchFiles (t: { teardown: (fn: () => void) => void }, dir: string) {
 tap.test('cancelling a running export: 202 Failed/CANCELLED, the slot is free at once, the worker stops', async (t) => {
   const app = await buildExportApp(t, { EXPORT_WORKERS: '1' })
   const u = await createUser(app, ['acme'])
-  seed(app, 'acme', 'users', BIG)
+  seedObjects(app, 'acme', 'users', BIG)
   const requestId = await startExport(app, u.headers, 'acme', 'users')
   const files = watchFiles(t, app.filesDir)
 
@@ -125,7 +114,7 @@ tap.test('cancelling a Pending export: it never runs', async (t) => {
   const app = await buildExportApp(t, { EXPORT_WORKERS: '1' })
   const other = await createUser(app, ['acme'], 'other')
   const u = await createUser(app, ['acme'], 'waiting')
-  seed(app, 'acme', 'users', BIG)
+  seedObjects(app, 'acme', 'users', BIG)
   // The other user's job holds the only worker.
   const busy = await startExport(app, other.headers, 'acme', 'users')
   const requestId = await startExport(app, u.headers, 'acme', 'users')
@@ -156,7 +145,7 @@ tap.test('cancelling a Pending export: it never runs', async (t) => {
 tap.test('deleting a completed request removes its file; its fileUrl answers 410', async (t) => {
   const app = await buildExportApp(t)
   const u = await createUser(app, ['acme'])
-  seed(app, 'acme', 'users', 10)
+  seedObjects(app, 'acme', 'users', 10)
   const requestId = await startExport(app, u.headers, 'acme', 'users')
   const done = await waitForJob(app, u.headers, requestId)
   t.equal(done.status, 'Completed')
@@ -189,7 +178,7 @@ tap.test("another user's request: 404, and it keeps running", async (t) => {
   const owner = await createUser(app, ['acme'], 'owner')
   const colleague = await createUser(app, ['acme'], 'colleague')
   const stranger = await createUser(app, ['globex'], 'stranger')
-  seed(app, 'acme', 'users', BIG)
+  seedObjects(app, 'acme', 'users', BIG)
   const requestId = await startExport(app, owner.headers, 'acme', 'users')
   await catchRunning(app, owner.headers, requestId)
 

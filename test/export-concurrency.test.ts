@@ -2,19 +2,8 @@ import tap from 'tap'
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import { createExportsStore, isActiveJobConflict } from '../src/store/exports-store.js'
-import { createObjectsStore } from '../src/store/objects-store.js'
 import { createUser } from './helpers/build.js'
-import { buildExportApp, waitForJob, type Poll } from './helpers/exports.js'
-
-/** Loads `n` objects of a few hundred bytes each straight into the store. */
-function seed (app: FastifyInstance, firmId: string, type: string, n: number): void {
-  const filler = 'x'.repeat(200)
-  const rows = Array.from({ length: n }, (_, i) => {
-    const id = randomUUID()
-    return { id, doc: Buffer.from(JSON.stringify({ id, i, filler })) }
-  })
-  createObjectsStore(app.store).upsertObjects(firmId, type, rows, Date.now())
-}
+import { buildExportApp, waitForJob, type Poll, seedObjects } from './helpers/exports.js'
 
 async function listen (app: FastifyInstance): Promise<string> {
   return app.listen({ port: 0, host: '127.0.0.1' })
@@ -47,7 +36,7 @@ tap.test('20 concurrent POSTs of one user: one 200, nineteen 409s naming it', as
   const app = await buildExportApp(t)
   const u = await createUser(app, ['acme'])
   // Enough objects that the job is still running while the 20 requests are answered.
-  seed(app, 'acme', 'users', 50_000)
+  seedObjects(app, 'acme', 'users', 50_000)
   const base = await listen(app)
 
   const responses = await Promise.all(Array.from({ length: 20 }, () =>
@@ -86,7 +75,7 @@ for (const workers of [2, 1]) {
     const app = await buildExportApp(t, { EXPORT_WORKERS: String(workers), EXPORT_JOB_SIZE: '10000' })
     const a = await createUser(app, ['acme'], 'a')
     const b = await createUser(app, ['acme'], 'b')
-    seed(app, 'acme', 'users', 20_000)
+    seedObjects(app, 'acme', 'users', 20_000)
     const base = await listen(app)
 
     const [ra, rb] = await Promise.all([a, b].map((u) => fetch(`${base}/api/v1/idm/acme/users/export`, { method: 'POST', headers: u.headers })))
@@ -140,7 +129,7 @@ tap.test('the database itself refuses a second active job of a user', async (t) 
 tap.test('status polls are answered while a 100,000-object export runs', async (t) => {
   const app = await buildExportApp(t)
   const u = await createUser(app, ['acme'])
-  seed(app, 'acme', 'users', 100_000)
+  seedObjects(app, 'acme', 'users', 100_000)
   const base = await listen(app)
 
   const res = await fetch(`${base}/api/v1/idm/acme/users/export`, { method: 'POST', headers: u.headers })

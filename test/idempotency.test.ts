@@ -1,21 +1,10 @@
 import tap from 'tap'
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
-import { createObjectsStore } from '../src/store/objects-store.js'
 import { createUser, importLines } from './helpers/build.js'
-import { buildExportApp, readStatus, waitForJob } from './helpers/exports.js'
+import { buildExportApp, readStatus, waitForJob, seedObjects } from './helpers/exports.js'
 
 const HOUR = 3600 * 1000
-
-/** Loads `n` small objects straight into the store, so a job stays active a while. */
-function seed (app: FastifyInstance, firmId: string, type: string, n: number): void {
-  const filler = 'x'.repeat(200)
-  const rows = Array.from({ length: n }, (_, i) => {
-    const id = randomUUID()
-    return { id, doc: Buffer.from(JSON.stringify({ id, i, filler })) }
-  })
-  createObjectsStore(app.store).upsertObjects(firmId, type, rows, Date.now())
-}
 
 /** POST export with an Idempotency-Key (none when `key` is undefined) and an optional body. */
 async function post (app: FastifyInstance, headers: Record<string, string>, path: string, key: string | undefined, body?: unknown) {
@@ -34,7 +23,7 @@ function jobIds (app: FastifyInstance): string[] {
 tap.test('same user, key and body: the same requestId (200) while active and after completion', async (t) => {
   const app = await buildExportApp(t, { EXPORT_WORKERS: '1' })
   const u = await createUser(app, ['acme'])
-  seed(app, 'acme', 'users', 60_000)
+  seedObjects(app, 'acme', 'users', 60_000)
   const key = `nightly-${randomUUID()}`
 
   const first = await post(app, u.headers, 'acme/users', key)
@@ -171,7 +160,7 @@ tap.test('a key replays for 24 hours, then no longer', async (t) => {
 tap.test('20 concurrent identical POSTs with one key: all 200, one requestId, one job', async (t) => {
   const app = await buildExportApp(t)
   const u = await createUser(app, ['acme'])
-  seed(app, 'acme', 'users', 30_000)
+  seedObjects(app, 'acme', 'users', 30_000)
   const base = await app.listen({ port: 0, host: '127.0.0.1' })
   const key = `burst-${randomUUID()}`
 

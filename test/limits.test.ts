@@ -3,7 +3,7 @@ import { connect } from 'node:net'
 import { Readable } from 'node:stream'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { admin, build, createUser, importLines } from './helpers/build.js'
-import { buildExportApp, postExport, readStatus, startExport, waitForJob } from './helpers/exports.js'
+import { postExport, readStatus, startExport, waitForJob } from './helpers/exports.js'
 
 function count (app: FastifyInstance, table: string): number {
   return app.store.sqlite.prepare(`SELECT count(*) FROM ${table}`).pluck(true).get() as number

@@ -5,7 +5,7 @@ import { operations, type StoredObject } from '../contract/generated.js'
 import { AppError } from '../errors.js'
 import { principalOf } from '../plugins/auth.js'
 import { requireFirmAccess } from '../services/access.js'
-import { decodeUtf8Body } from '../services/ndjson.js'
+import { jsonBodyParser } from '../plugins/json-body.js'
 
 /**
  * Objects are sent as their stored bytes, never re-serialized, so what comes back is what
@@ -63,21 +63,8 @@ export default async function objectsRoutes (fastify: FastifyInstance) {
   // PUT keeps the body's JSON text, so the object is stored as sent (only compacted).
   await app.register(async function putScope (scope) {
     const bodyText = new WeakMap<object, string>()
-    const parseJson = scope.getDefaultJsonParser('error', 'error')
     scope.removeContentTypeParser('application/json')
-    scope.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, raw, done) => {
-      let body: string
-      try {
-        body = decodeUtf8Body(raw as Buffer)
-      } catch (err) {
-        return done(err as Error, undefined)
-      }
-      if (body.trim() === '') return done(null, undefined)
-      parseJson(request, body, (err, value) => {
-        if (!err) bodyText.set(request, body)
-        done(err, value)
-      })
-    })
+    scope.addContentTypeParser('application/json', { parseAs: 'buffer' }, jsonBodyParser(scope, (request, text) => bodyText.set(request, text)))
     scope.withTypeProvider<TypeBoxTypeProvider>().route({
       ...operations.putObject,
       // Room for a pretty-printed body whose compact form is within the object limit.

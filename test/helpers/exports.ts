@@ -1,3 +1,4 @@
+import { createObjectsStore } from '../../src/store/objects-store.js'
 import { randomUUID } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import type { FastifyInstance } from 'fastify'
@@ -123,4 +124,14 @@ export async function httpGet (url: string, headers: Record<string, string> = {}
 /** A random UUID-like hex id (random order relative to insertion). */
 export function randomId (): string {
   return randomUUID()
+}
+
+/** Loads `n` objects of a few hundred bytes with random ids straight into the store. */
+export function seedObjects (app: FastifyInstance, firmId: string, type: string, n: number): void {
+  const filler = 'x'.repeat(200)
+  const rows = Array.from({ length: n }, (_, i) => {
+    const id = randomUUID()
+    return { id, doc: Buffer.from(JSON.stringify({ id, i, filler })) }
+  })
+  createObjectsStore(app.store).upsertObjects(firmId, type, rows, Date.now())
 }
