@@ -102,8 +102,8 @@ export function loadConfig (env: Env = process.env): Config {
     objectMaxBytes,
     signingSecret: secret,
     shutdownGraceSeconds: int(env, 'SHUTDOWN_GRACE_SECONDS', 10, 0, 3600),
-    rateLimitPollsPerMinute: int(env, 'RATE_LIMIT_POLLS_PER_MINUTE', 600, 1, 1_000_000),
-    rateLimitStartsPerMinute: int(env, 'RATE_LIMIT_STARTS_PER_MINUTE', 60, 1, 1_000_000),
+    rateLimitPollsPerMinute: int(env, 'RATE_LIMIT_POLLS_PER_MINUTE', 6000, 1, 1_000_000),
+    rateLimitStartsPerMinute: int(env, 'RATE_LIMIT_STARTS_PER_MINUTE', 600, 1, 1_000_000),
     maxUrlBytes: int(env, 'MAX_URL_BYTES', 8192, 256, 1_048_576),
   })
 }

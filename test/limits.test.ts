@@ -210,8 +210,8 @@ tap.test('NDJSON imports: lines over OBJECT_MAX_BYTES and bodies over IMPORT_MAX
 tap.test('limits are sane by default and documented', async (t) => {
   const app = await build(t)
   const c = app.testConfig
-  t.equal(c.rateLimitPollsPerMinute, 600)
-  t.equal(c.rateLimitStartsPerMinute, 60)
+  t.equal(c.rateLimitPollsPerMinute, 6000)
+  t.equal(c.rateLimitStartsPerMinute, 600)
   t.equal(c.objectMaxBytes, 1024 * 1024)
   t.equal(c.importMaxBytes, 1024 * 1024 * 1024)
   const { readFileSync } = await import('node:fs')
