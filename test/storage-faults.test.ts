@@ -1,0 +1,178 @@
+import t from 'tap'
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
+import type { FastifyInstance } from 'fastify'
+import { createObjectsStore } from '../src/store/objects-store.js'
+import { admin, createUser, importLines } from './helpers/build.js'
+import { buildExportApp, postExport, waitForJob, type JobStatusBody } from './helpers/exports.js'
+
+const FIRM = 'acme'
+const TYPE = 'users'
+
+function tmpFiles (filesDir: string): string[] {
+  return readdirSync(filesDir).filter((n) => n.endsWith('.tmp'))
+}
+
+/** Starts an export (expecting 200) and waits for it to end. */
+async function runExport (app: FastifyInstance, headers: Record<string, string>): Promise<JobStatusBody> {
+  const res = await postExport(app, headers, FIRM, TYPE)
+  if (res.statusCode !== 200) throw new Error(`startExport: ${res.statusCode} ${res.body}`)
+  return waitForJob(app, headers, res.json().requestId, { timeoutMs: 30_000 })
+}
+
+const FAULTS: Array<{ name: string, errno: string, apply: (filesDir: string) => void }> = [
+  { name: 'the files directory was removed', errno: 'ENOENT', apply: (dir) => rmSync(dir, { recursive: true, force: true }) },
+  {
+    name: 'the files directory was replaced by a regular file',
+    errno: 'ENOTDIR',
+    apply: (dir) => {
+      rmSync(dir, { recursive: true, force: true })
+      writeFileSync(dir, 'not a directory')
+    },
+  },
+]
+
+for (const fault of FAULTS) {
+  t.test(`${fault.name}: the job fails with EXPORT_WRITE_FAILED, the slot is freed, the server keeps serving`, async (t) => {
+    const app = await buildExportApp(t)
+    const owner = await createUser(app, [FIRM], 'owner')
+    const colleague = await createUser(app, [FIRM], 'colleague')
+    const lines = ['{"id":"u1","n":1}', '{"id":"u2","n":2}', '{"id":"u3","n":3}']
+    t.equal((await importLines(app, owner.headers, FIRM, TYPE, lines)).statusCode, 200)
+
+    fault.apply(app.filesDir)
+    const failed = await runExport(app, owner.headers)
+    t.equal(failed.status, 'Failed', 'the job fails instead of hanging or crashing the server')
+    t.equal(failed.error?.code, 'EXPORT_WRITE_FAILED')
+    t.match(failed.error?.message, /could not write the export file/, `a message a person can act on: ${failed.error?.message}`)
+    t.match(failed.error?.message, new RegExp(fault.errno), 'naming the system error')
+    t.match(failed.error?.message, /DATA_DIR/, 'and where to look')
+    t.notOk(failed.error?.message.includes(app.filesDir), 'without the server\'s paths')
+    t.notOk(failed.result, 'no result, no fileUrl')
+
+    t.equal((await app.inject({ url: '/healthz' })).statusCode, 200, 'healthz still answers 200')
+    const read = await app.inject({ url: `/api/v1/idm/${FIRM}/${TYPE}/u2`, headers: colleague.headers })
+    t.equal(read.statusCode, 200, 'other users are served')
+    t.same(read.json(), { id: 'u2', n: 2 })
+
+    // Once the disk is back, the same user can start again at once: the slot was freed.
+    rmSync(app.filesDir, { recursive: true, force: true })
+    mkdirSync(app.filesDir)
+    const retry = await runExport(app, owner.headers)
+    t.equal(retry.status, 'Completed', `the owner's next export runs (${JSON.stringify(retry.error)})`)
+    t.equal(retry.result?.total, 3)
+    const other = await runExport(app, colleague.headers)
+    t.equal(other.status, 'Completed', 'and so does a colleague\'s')
+    t.same(tmpFiles(app.filesDir), [], 'no temporary file is left')
+  })
+}
+
+t.test('a write that fails after the temporary file was written: Failed, temporary file removed, slot freed', async (t) => {
+  const app = await buildExportApp(t)
+  const u = await createUser(app, [FIRM])
+  // Enough rows that the worker writes for a while (~45 MB) after the start returns.
+  const rows: Array<{ id: string, doc: Buffer }> = []
+  for (let i = 0; i < 100_000; i++) {
+    const id = `obj-${String(i).padStart(6, '0')}`
+    rows.push({ id, doc: Buffer.from(JSON.stringify({ id, pad: 'x'.repeat(420) })) })
+  }
+  createObjectsStore(app.store).upsertObjects(FIRM, TYPE, rows, Date.now())
+
+  let failed: JobStatusBody | undefined
+  for (let round = 1; round <= 5 && failed === undefined; round++) {
+    const res = await postExport(app, u.headers, FIRM, TYPE)
+    t.equal(res.statusCode, 200, `round ${round}: the export starts`)
+    const requestId: string = res.json().requestId
+    // Take the final name before the worker renames its temporary file onto it.
+    const blocker = join(app.filesDir, `${requestId}.ndjson`)
+    try {
+      mkdirSync(blocker)
+      writeFileSync(join(blocker, 'occupied'), '')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      t.comment(`round ${round}: the job finished before its final name could be taken; trying again`)
+      await waitForJob(app, u.headers, requestId, { timeoutMs: 30_000 })
+      continue
+    }
+    failed = await waitForJob(app, u.headers, requestId, { timeoutMs: 30_000 })
+  }
+  if (!failed) throw new Error('the export always finished first')
+  t.equal(failed.status, 'Failed')
+  t.equal(failed.error?.code, 'EXPORT_WRITE_FAILED')
+  t.match(failed.error?.message, /could not write the export file \(EISDIR\)/, `the whole file was written, the rename failed: ${failed.error?.message}`)
+  t.same(tmpFiles(app.filesDir), [], 'the temporary file (a whole export of 45 MB) is removed')
+
+  const next = await runExport(app, u.headers)
+  t.equal(next.status, 'Completed', 'the slot is free and the next export runs')
+  t.equal(next.result?.total, rows.length)
+})
+
+const LOCKER = `
+const { parentPort, workerData } = require('node:worker_threads')
+const Database = require(workerData.module)
+const db = new Database(workerData.path)
+db.exec('BEGIN IMMEDIATE')
+parentPort.postMessage('locked')
+Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, workerData.holdMs)
+const releasedAt = Date.now()
+db.exec('COMMIT')
+db.close()
+parentPort.postMessage(releasedAt)
+`
+const BETTER_SQLITE3 = createRequire(import.meta.url).resolve('better-sqlite3')
+
+/**
+ * Holds the database's write lock from another thread (its own connection) for `holdMs`,
+ * runs `fn` once the lock is held, and returns what `fn` returned, when it was called
+ * and returned, and when the lock holder began to let go.
+ */
+async function whileLocked<T> (dbPath: string, holdMs: number, fn: () => Promise<T>): Promise<{ value: T, startedAt: number, doneAt: number, releasedAt: number }> {
+  const worker = new Worker(LOCKER, { eval: true, workerData: { module: BETTER_SQLITE3, path: dbPath, holdMs } })
+  const messages: unknown[] = []
+  let wake = (): void => {}
+  worker.on('message', (m) => { messages.push(m); wake() })
+  const failed = new Promise<never>((_resolve, reject) => worker.once('error', reject))
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()))
+  const message = async (n: number): Promise<unknown> => {
+    while (messages.length < n) await Promise.race([new Promise<void>((resolve) => { wake = resolve }), failed])
+    return messages[n - 1]
+  }
+  await message(1)
+  const startedAt = Date.now()
+  try {
+    const value = await fn()
+    const doneAt = Date.now()
+    return { value, startedAt, doneAt, releasedAt: await message(2) as number }
+  } finally {
+    await exited
+  }
+}
+
+t.test('a database locked by another connection is waited for, not failed at once', async (t) => {
+  const app = await buildExportApp(t)
+  const u = await createUser(app, [FIRM])
+  t.equal((await app.inject({ method: 'PUT', url: `/api/v1/idm/${FIRM}/${TYPE}/old`, headers: u.headers, payload: { id: 'old', v: 1 } })).statusCode, 201)
+
+  const HOLD_MS = 600
+  const writes: Array<{ name: string, status: number, run: () => Promise<{ statusCode: number, body: string }> }> = [
+    { name: 'PUT of a new object', status: 201, run: () => app.inject({ method: 'PUT', url: `/api/v1/idm/${FIRM}/${TYPE}/new`, headers: u.headers, payload: { id: 'new', v: 1 } }) },
+    { name: 'PUT of an existing object', status: 200, run: () => app.inject({ method: 'PUT', url: `/api/v1/idm/${FIRM}/${TYPE}/old`, headers: u.headers, payload: { id: 'old', v: 2 } }) },
+    { name: 'DELETE of an object', status: 204, run: () => app.inject({ method: 'DELETE', url: `/api/v1/idm/${FIRM}/${TYPE}/new`, headers: u.headers }) },
+    { name: 'an NDJSON import', status: 200, run: () => importLines(app, u.headers, FIRM, TYPE, ['{"id":"i1"}', '{"id":"i2"}']) },
+    { name: 'creating a user', status: 201, run: () => app.inject({ method: 'POST', url: '/api/v1/admin/users', headers: admin, payload: { name: 'late', firms: [FIRM] } }) },
+    { name: 'issuing a token', status: 201, run: () => app.inject({ method: 'POST', url: `/api/v1/admin/users/${u.userId}/tokens`, headers: admin }) },
+    { name: 'starting an export', status: 200, run: () => postExport(app, u.headers, FIRM, TYPE) },
+  ]
+  for (const write of writes) {
+    const { value: res, startedAt, doneAt, releasedAt } = await whileLocked(app.store.path, HOLD_MS, write.run)
+    t.ok(startedAt < releasedAt, `${write.name}: sent while another connection held the write lock`)
+    t.equal(res.statusCode, write.status, `${write.name} succeeds once the lock is released${res.statusCode === write.status ? '' : ` (${res.body})`}`)
+    t.ok(doneAt >= releasedAt, `${write.name} waited for the lock (${doneAt - startedAt} ms) instead of failing at once`)
+  }
+
+  t.same((await app.inject({ url: `/api/v1/idm/${FIRM}/${TYPE}/old`, headers: u.headers })).json(), { id: 'old', v: 2 }, 'the writes took effect')
+  t.equal((await app.inject({ url: `/api/v1/idm/${FIRM}/${TYPE}/new`, headers: u.headers })).statusCode, 404)
+  t.equal((await app.inject({ url: `/api/v1/idm/${FIRM}/${TYPE}/i2`, headers: u.headers })).statusCode, 200)
+})
