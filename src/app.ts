@@ -95,6 +95,13 @@ export async function buildApp (config: Config, options: { logger?: FastifyServe
       }
     },
   })
+  // While stopping, answers close their connection, so keep-alive clients do not hold the
+  // stop open (Fastify closes only idle connections).
+  let closing = false
+  app.addHook('preClose', async () => { closing = true })
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing) reply.header('Connection', 'close')
+  })
   app.addHook('onRequest', async (request, reply) => {
     reply.header('X-Request-Id', request.id)
     if (request.url.length > config.maxUrlBytes) {

@@ -1,7 +1,6 @@
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
 
-
 let config: Config
 try {
   config = loadConfig()
@@ -28,8 +27,16 @@ async function stop (signal: string): Promise<void> {
   timer.unref()
   await app.close()
   app.log.info('stopped')
-  process.exit(0)
+  process.exit(process.exitCode ?? 0)
 }
+// A fault outside any request: log it; an uncaught exception also stops the server
+// (its state is unknown), with the same graceful path as a signal.
+process.on('unhandledRejection', (err) => { app.log.error({ err }, 'unhandled rejection') })
+process.on('uncaughtException', (err) => {
+  app.log.fatal({ err }, 'uncaught exception; stopping')
+  process.exitCode = 1
+  void stop('uncaughtException')
+})
 process.once('SIGTERM', () => { void stop('SIGTERM') })
 process.once('SIGINT', () => { void stop('SIGINT') })
 

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import Database from 'better-sqlite3'
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
-import { request as httpRequest } from 'node:http'
+import { Agent as HttpAgent, request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DB_FILE } from '../src/store/db.js'
@@ -124,14 +124,15 @@ t.test('SIGTERM with SHUTDOWN_GRACE_SECONDS=0: the running export is requeued, u
 function slowImport (base: string, headers: Record<string, string>, requestId: string, first: string[]) {
   const req = httpRequest(`${base}/api/v1/idm/${FIRM}/later/import`, {
     method: 'POST',
-    agent: false,
+    // Keep-alive, as real clients use: the stop must not wait on this connection afterwards.
+    agent: new HttpAgent({ keepAlive: true }),
     headers: { ...headers, 'content-type': 'application/x-ndjson', 'transfer-encoding': 'chunked', 'x-request-id': requestId },
   })
-  const response = new Promise<{ status: number, body: string }>((resolve, reject) => {
+  const response = new Promise<{ status: number, body: string, connection: string | undefined }>((resolve, reject) => {
     req.on('response', (res) => {
       let body = ''
       res.on('data', (d) => { body += d })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, connection: res.headers.connection }))
       res.on('error', reject)
     })
     req.on('error', reject)
@@ -185,6 +186,7 @@ t.test('SIGTERM with a grace period: no new connections, the in-flight request i
     const answeredAt = Date.now()
     t.equal(answer.status, 200, `the in-flight import is answered (${answer.body})`)
     t.same(JSON.parse(answer.body), { imported: 3 })
+    t.equal(answer.connection, 'close', 'and its keep-alive connection is closed, so it cannot hold the stop open')
 
     await assertCleanExit(t, server)
     const row = readJobRow(dataDir, job.requestId)

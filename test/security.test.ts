@@ -1,13 +1,13 @@
 import tap from 'tap'
 import crypto, { randomUUID } from 'node:crypto'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { syncBuiltinESMExports } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import { buildApp, loggerOptions } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { SECRET_FILE } from '../src/services/signing.js'
+import { loadSigningSecret, SECRET_FILE } from '../src/services/signing.js'
 import { ADMIN_TOKEN, admin, build, createUser, importLines } from './helpers/build.js'
 import { buildExportApp, downloadFile, NO_RATE_LIMITS, readStatus, startExport, waitForJob, type JobStatusBody } from './helpers/exports.js'
 
@@ -273,4 +273,18 @@ tap.test('the source compares secrets with timingSafeEqual only (complements the
   const auth = read('plugins/auth.ts')
   t.match(auth, /secretsEqual\(token, admin\)/, 'the admin token goes through secretsEqual')
   t.notMatch(auth, /token\s*[!=]==?\s*admin|admin\s*[!=]==?\s*token/, 'and is never compared with ===')
+})
+
+tap.test('a kept signing secret that is empty or short is refused, never signed with; a new one is whole and stable', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bes-secret-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const first = loadSigningSecret(dir, undefined)
+  t.ok(first.length >= 32, 'a generated secret is long enough')
+  t.equal(loadSigningSecret(dir, undefined), first, 'and is kept across starts')
+  t.same(readdirSync(dir), [SECRET_FILE], 'no temporary file is left beside it')
+  for (const content of ['', '\n', 'short-secret\n']) {
+    writeFileSync(join(dir, SECRET_FILE), content)
+    t.throws(() => loadSigningSecret(dir, undefined), /shorter than 32 characters/, `a kept secret of ${JSON.stringify(content)} stops the start`)
+  }
+  t.equal(loadSigningSecret(dir, 'g'.repeat(32)), 'g'.repeat(32), 'SIGNING_SECRET, when given, is used instead')
 })

@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads'
 import type { FastifyInstance } from 'fastify'
 import { createObjectsStore } from '../src/store/objects-store.js'
 import { admin, createUser, importLines } from './helpers/build.js'
-import { buildExportApp, postExport, waitForJob, type JobStatusBody } from './helpers/exports.js'
+import { buildExportApp, postExport, seedObjects, waitForJob, type JobStatusBody } from './helpers/exports.js'
 
 const FIRM = 'acme'
 const TYPE = 'users'
@@ -175,4 +175,40 @@ t.test('a database locked by another connection is waited for, not failed at onc
   t.same((await app.inject({ url: `/api/v1/idm/${FIRM}/${TYPE}/old`, headers: u.headers })).json(), { id: 'old', v: 2 }, 'the writes took effect')
   t.equal((await app.inject({ url: `/api/v1/idm/${FIRM}/${TYPE}/new`, headers: u.headers })).statusCode, 404)
   t.equal((await app.inject({ url: `/api/v1/idm/${FIRM}/${TYPE}/i2`, headers: u.headers })).statusCode, 200)
+})
+
+t.test('a database locked past busy_timeout: writes answer 503 and change nothing; a running export is recorded once the lock goes, without blocking the server meanwhile', async (t) => {
+  const app = await buildExportApp(t)
+  const u = await createUser(app, [FIRM])
+  seedObjects(app, FIRM, TYPE, 100_000)
+
+  // The export starts, then the database is locked (6 s, past the 5 s busy_timeout)
+  // while the worker writes: its progress and its end cannot be recorded until the lock goes.
+  const started = await postExport(app, u.headers, FIRM, TYPE)
+  t.equal(started.statusCode, 200)
+  const requestId = started.json().requestId as string
+  let healthAnswers = 0
+  let statusAtLock: unknown
+  const { releasedAt } = await whileLocked(app.store.path, 6000, async () => {
+    statusAtLock = app.store.sqlite.prepare('SELECT status FROM export_jobs WHERE id = ?').pluck().get(requestId)
+    const until = Date.now() + 4000
+    while (Date.now() < until) {
+      if ((await app.inject({ url: '/healthz' })).statusCode === 200) healthAnswers++
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  })
+  t.not(statusAtLock, 'Completed', `the job was still running when the lock was taken (${String(statusAtLock)})`)
+  t.ok(healthAnswers >= 10, `the server kept answering while the job's end could not be recorded (${healthAnswers} answers in 4 s)`)
+  const done = await waitForJob(app, u.headers, requestId)
+  t.equal(done.status, 'Completed', 'the end of the job is recorded once the lock is released')
+  t.equal(done.result?.total, 100_000)
+  t.ok(Date.now() >= releasedAt)
+
+  const { value: res } = await whileLocked(app.store.path, 6000, () =>
+    app.inject({ method: 'PUT', url: `/api/v1/idm/${FIRM}/${TYPE}/locked`, headers: u.headers, payload: { id: 'locked' } }))
+  t.equal(res.statusCode, 503, 'a write still locked out after busy_timeout is a 503')
+  t.equal(res.json().code, 'SERVICE_UNAVAILABLE')
+  t.equal(res.headers['retry-after'], '1', 'with Retry-After')
+  t.notMatch(res.body, /SQLITE|BEGIN|INSERT/, 'and no SQL in the body')
+  t.equal((await app.inject({ url: `/api/v1/idm/${FIRM}/${TYPE}/locked`, headers: u.headers })).statusCode, 404, 'nothing was written')
 })

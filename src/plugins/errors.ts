@@ -44,6 +44,14 @@ export function toAppError (error: FastifyError | AppError | Error): AppError {
   if (fe instanceof SyntaxError || fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
     return new AppError('VALIDATION_FAILED', 'the body is not valid JSON')
   }
+  // The database stayed locked past busy_timeout, or the disk is full: nothing was
+  // written, and the client may retry.
+  if (typeof fe.code === 'string' && /^SQLITE_(BUSY|LOCKED)/.test(fe.code)) {
+    return new AppError('SERVICE_UNAVAILABLE', 'the database is busy; nothing was changed, retry in a moment')
+  }
+  if (typeof fe.code === 'string' && fe.code.startsWith('SQLITE_FULL')) {
+    return new AppError('SERVICE_UNAVAILABLE', "the server's disk is full; nothing was changed")
+  }
   const status = fe.statusCode
   if (status !== undefined && status >= 400 && status < 500) {
     // Fastify's own client errors (bad URL, proto keys, …): their messages hold no secrets.
@@ -55,6 +63,7 @@ export function toAppError (error: FastifyError | AppError | Error): AppError {
 /** Sends an AppError as an RFC 9457 problem. */
 export function sendProblem (request: FastifyRequest, reply: FastifyReply, err: AppError): FastifyReply {
   if (err.code === 'UNAUTHENTICATED') reply.header('WWW-Authenticate', 'Bearer')
+  if (err.code === 'SERVICE_UNAVAILABLE') reply.header('Retry-After', '1')
   const body = {
     type: problemType(err.code),
     title: ERRORS[err.code].title,

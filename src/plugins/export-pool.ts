@@ -67,6 +67,8 @@ export default fp(async function exportPoolPlugin (app: FastifyInstance) {
     }, sweepEveryMs)
     sweeper.unref()
   })
+  // A stop starts no new job, even while HTTP requests drain.
+  app.addHook('preClose', async () => { service.pause() })
   // Runs before the store closes (close hooks run in reverse order of registration).
   app.addHook('onClose', async () => {
     clearInterval(sweeper)

@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import type { Config } from '../config.js'
 import { AppError } from '../errors.js'
@@ -17,6 +18,8 @@ export const MAX_ATTEMPTS = 3
 /** How long a download link works after a status read (capped by the file's expiry). */
 export const DOWNLOAD_LINK_SECONDS = 3600
 const PROGRESS_EVERY = 5000
+/** How many times the end of a job is written before giving up (a restart recovers it). */
+const RECORD_ATTEMPTS = 30
 /** How long an Idempotency-Key keeps answering with the same request. */
 export const IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 
@@ -27,7 +30,7 @@ export interface ExportsDeps {
   config: Pick<Config, 'exportJobSize' | 'exportWorkers' | 'fileTtlSeconds'>
   dbPath: string
   filesDir: string
-  log: { warn: (obj: object, msg: string) => void, error: (obj: object, msg: string) => void }
+  log: { debug: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void, error: (obj: object, msg: string) => void }
   now?: () => number
 }
 
@@ -58,6 +61,7 @@ export function createExportsService (deps: ExportsDeps) {
 
   function finish (job: JobRow, outcome: ExportOutcome): void {
     if (!outcome.ok) {
+      removeFile(fileNameOf(job.id))
       store.markJobFailed(job.id, outcome.code, outcome.message, now())
       return
     }
@@ -89,12 +93,39 @@ export function createExportsService (deps: ExportsDeps) {
     }
   }
 
+  /**
+   * Writes the end of a job, retrying while the database is busy or full, so a finished
+   * job is recorded (and its user's slot freed) as soon as the database allows.
+   */
+  async function record (jobId: string, write: () => void): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        store.noWait(write)
+        return
+      } catch (err) {
+        if (attempt >= RECORD_ATTEMPTS) {
+          deps.log.error({ err, requestId: jobId }, 'could not record the end of an export; it is recovered at the next start')
+          return
+        }
+        deps.log.warn({ err, requestId: jobId, attempt }, 'could not record the end of an export yet; retrying')
+        await sleep(1000)
+      }
+    }
+  }
+
   function start (job: JobRow): void {
     const abort = new AbortController()
     const { port1, port2 } = new MessageChannel()
     port1.on('message', (m: { expected?: number, processed?: number }) => {
-      if (typeof m.expected === 'number') store.updateJobExpected(job.id, m.expected)
-      if (typeof m.processed === 'number') store.updateJobProgress(job.id, m.processed)
+      // Progress is best effort: a busy database must not break the job (or the process).
+      try {
+        store.noWait(() => {
+          if (typeof m.expected === 'number') store.updateJobExpected(job.id, m.expected)
+          if (typeof m.processed === 'number') store.updateJobProgress(job.id, m.processed)
+        })
+      } catch (err) {
+        deps.log.debug({ err, requestId: job.id }, 'progress not recorded')
+      }
     })
     const task: ExportTask = {
       jobId: job.id,
@@ -109,11 +140,12 @@ export function createExportsService (deps: ExportsDeps) {
       progressEvery: PROGRESS_EVERY,
     }
     const done = deps.runTask(task, { transferList: [port2], signal: abort.signal })
-      .then((outcome) => finish(job, outcome), (err) => {
+      .then((outcome) => record(job.id, () => finish(job, outcome)), async (err) => {
         removeFile(`.${job.id}.${job.attempts}.tmp`)
-        crashed(job, err)
+        // Stopped after its rename: the file belongs to no completed job.
+        removeFile(fileNameOf(job.id))
+        await record(job.id, () => crashed(job, err))
       })
-      .catch((err) => deps.log.error({ err, requestId: job.id }, 'could not record the end of an export'))
       .finally(() => {
         port1.close()
         running.delete(job.id)
@@ -155,10 +187,16 @@ export function createExportsService (deps: ExportsDeps) {
 
   /** Starts queued jobs, oldest first, while workers are free. */
   function pump (): void {
-    while (!stopped && running.size < config.exportWorkers) {
-      const job = store.claimNextPendingJob(now())
-      if (!job) return
-      start(job)
+    try {
+      while (!stopped && running.size < config.exportWorkers) {
+        const job = store.noWait(() => store.claimNextPendingJob(now()))
+        if (!job) return
+        start(job)
+      }
+    } catch (err) {
+      // A busy or full database: the queue is intact, try again shortly.
+      deps.log.warn({ err }, 'could not start queued exports; retrying in a second')
+      setTimeout(pump, 1000).unref()
     }
   }
 
@@ -293,6 +331,11 @@ export function createExportsService (deps: ExportsDeps) {
      * Stops scheduling, gives running jobs up to graceMs to finish, then stops the rest;
      * those go back to the queue (attempt not counted) and resume at the next start.
      */
+    /** Starts no more jobs (a stop has begun); running ones go on. */
+    pause (): void {
+      stopped = true
+    },
+
     async stop (graceMs: number): Promise<void> {
       stopped = true
       if (running.size === 0) return

@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { AppError } from '../errors.js'
 
@@ -14,19 +14,39 @@ export function loadSigningSecret (dataDir: string, given: string | undefined): 
   const path = join(dataDir, SECRET_FILE)
   mkdirSync(dataDir, { recursive: true })
   try {
-    return readFileSync(path, 'utf8').trim()
+    return checked(readFileSync(path, 'utf8').trim(), path)
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
+  // Written whole to a temporary file, fsynced, then linked into place: a crash never
+  // leaves an empty or partial secret behind.
   const secret = randomBytes(32).toString('base64url')
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
+  const fd = openSync(tmp, 'wx', 0o600)
   try {
-    writeFileSync(path, secret + '\n', { flag: 'wx', mode: 0o600 })
+    writeSync(fd, secret + '\n')
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  chmodSync(tmp, 0o600)
+  try {
+    linkSync(tmp, path)
   } catch (err) {
     // Another process created it first: use theirs.
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return readFileSync(path, 'utf8').trim()
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return checked(readFileSync(path, 'utf8').trim(), path)
     throw err
+  } finally {
+    rmSync(tmp, { force: true })
   }
-  chmodSync(path, 0o600)
+  return secret
+}
+
+/** A kept secret too short to sign with is refused, never used. */
+function checked (secret: string, path: string): string {
+  if (secret.length < 32) {
+    throw new Error(`the signing secret in ${path} is shorter than 32 characters; remove the file to have a new one generated (links and cursors signed with the old one stop working)`)
+  }
   return secret
 }
 

@@ -85,7 +85,24 @@ export function createExportsStore ({ sqlite }: Store) {
   const pendingAhead = sqlite.prepare<[number], number>(
     "SELECT count(*) FROM export_jobs WHERE status = 'Pending' AND created_at < ?").pluck(true)
 
+  /** Runs `fn` with no busy wait: a locked database throws SQLITE_BUSY at once. */
+  function noWait<T> (fn: () => T): T {
+    const timeout = sqlite.pragma('busy_timeout', { simple: true }) as number
+    sqlite.pragma('busy_timeout = 0')
+    try {
+      return fn()
+    } finally {
+      sqlite.pragma(`busy_timeout = ${timeout}`)
+    }
+  }
+
   return {
+    /**
+     * Runs job-row writes that must not block the event loop in busy waits (progress, the
+     * end of a job, the queue): they fail at once when the database is locked and are
+     * retried by their caller without blocking.
+     */
+    noWait,
     /** Inserts a Pending job; the partial unique index throws if the user has an active one. */
     insertJob (job: { id: string, userId: string, firmId: string, objectType: string, cursorIn: string | null, afterId: string | null, idempotencyKey?: string | null, requestHash?: string | null, createdAt: number }): void {
       insert.run(job.id, job.userId, job.firmId, job.objectType, job.cursorIn, job.afterId, job.idempotencyKey ?? null, job.requestHash ?? null, job.createdAt)

@@ -1,4 +1,5 @@
 import { closeSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs'
+import { dirname } from 'node:path'
 import type { MessagePort } from 'node:worker_threads'
 import { openExportReader, type ExportReader } from '../store/export-reader.js'
 import { NdjsonWriter } from './ndjson-writer.js'
@@ -69,6 +70,9 @@ export default function exportTask (task: ExportTask): ExportOutcome {
     closeSync(fd)
     fd = undefined
     renameSync(task.tmpPath, task.finalPath)
+    // Make the rename itself durable before the job is recorded Completed.
+    const dir = openSync(dirname(task.finalPath), 'r')
+    try { fsyncSync(dir) } finally { closeSync(dir) }
     task.port.postMessage({ processed: writer.lines })
     return { ok: true, total: writer.lines, bytes: writer.bytes, sha256, lastId, hasMore }
   } catch (err) {
