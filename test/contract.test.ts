@@ -105,3 +105,25 @@ t.test('request bodies reject unknown properties', async (t) => {
   t.equal(firmExtra.statusCode, 400, firmExtra.body)
   t.match(firmExtra.json().detail, /color/)
 })
+
+t.test('every operation is documented: a summary, a description, and examples of its request body and of each response with a body', async (t) => {
+  const spec = readSpec()
+  const resolve = (o: any): any => o.$ref ? resolve(o.$ref.split('/').slice(1).reduce((a: any, k: string) => a[k], spec)) : o
+  let operations = 0
+  for (const [path, item] of Object.entries<any>(spec.paths)) {
+    for (const [method, op] of Object.entries<any>(item)) {
+      operations++
+      t.ok(op.summary && op.description, `${method} ${path} has a summary and a description`)
+      const body = op.requestBody && resolve(op.requestBody)
+      for (const [type, content] of Object.entries<any>(body?.content ?? {})) {
+        t.ok(content.examples || content.example, `${method} ${path}: the ${type} request body has an example`)
+      }
+      for (const [status, response] of Object.entries<any>(op.responses)) {
+        for (const [type, content] of Object.entries<any>(resolve(response).content ?? {})) {
+          t.ok(content.examples || content.example, `${method} ${path} ${status} ${type} has an example`)
+        }
+      }
+    }
+  }
+  t.ok(operations >= 16, `all ${operations} operations were checked`)
+})
