@@ -34,6 +34,7 @@ import { loadConfig } from '../src/config.js'
 import { DB_FILE } from '../src/store/db.js'
 import { createObjectsStore } from '../src/store/objects-store.js'
 import { makeUser, prng } from './demo-data.js'
+import { percentile, Samples } from './samples.js'
 
 const FIRM = 'bench'
 const TYPE = 'users'
@@ -127,10 +128,6 @@ const mb = (bytes: number): number => bytes / 1e6
 /** Epoch milliseconds with sub-millisecond resolution, comparable across processes. */
 const nowMs = (): number => performance.timeOrigin + performance.now()
 
-function percentile (sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return Number.NaN
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]
-}
 
 /** Measures CPU and event-loop utilisation of this process from now on. */
 function usageMeter (): () => Usage {
@@ -163,21 +160,6 @@ function machineMeter (): () => number {
   }
 }
 
-/** A growable array of doubles (latency samples can run into the millions). */
-class Samples {
-  private data = new Float64Array(1 << 16)
-  length = 0
-  push (v: number): void {
-    if (this.length === this.data.length) {
-      const bigger = new Float64Array(this.data.length * 2)
-      bigger.set(this.data)
-      this.data = bigger
-    }
-    this.data[this.length++] = v
-  }
-
-  at (i: number): number { return this.data[i] }
-}
 
 function assertLocal (url: string | URL): URL {
   const u = new URL(url)

@@ -43,6 +43,7 @@ import { parseArgs } from 'node:util'
 import { openStore } from '../src/store/db.js'
 import { createObjectsStore } from '../src/store/objects-store.js'
 import { makeUser, prng } from './demo-data.js'
+import { percentile, Samples } from './samples.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const FIRM = 'soak'
@@ -106,26 +107,7 @@ const fmt = (n: number, digits = 0): string => Number.isFinite(n)
   : '–'
 const ms = (v: number): string => Number.isFinite(v) ? v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0) : '–'
 
-function percentile (sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return Number.NaN
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]
-}
 
-/** A growable array of doubles. */
-class Samples {
-  private data = new Float64Array(1 << 14)
-  length = 0
-  push (v: number): void {
-    if (this.length === this.data.length) {
-      const bigger = new Float64Array(this.data.length * 2)
-      bigger.set(this.data)
-      this.data = bigger
-    }
-    this.data[this.length++] = v
-  }
-
-  sorted (): Float64Array { return this.data.slice(0, this.length).sort() }
-}
 
 function bump (map: Map<string, number>, key: string, by = 1): void {
   map.set(key, (map.get(key) ?? 0) + by)
