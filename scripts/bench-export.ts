@@ -33,7 +33,7 @@ import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { DB_FILE } from '../src/store/db.js'
 import { createObjectsStore } from '../src/store/objects-store.js'
-import { makeUser, prng } from './demo-data.js'
+import { makeUser, objectBatches } from './demo-data.js'
 import { percentile, Samples } from './samples.js'
 
 const FIRM = 'bench'
@@ -650,18 +650,11 @@ async function serverMain (): Promise<void> {
     // Seed: deterministic SCIM-like users, random-order ids, 10k per transaction.
     phase = 'seed'
     const store = createObjectsStore(app.store)
-    const rand = prng(1)
     let insertMs = 0
     let docBytes = 0
     const seed0 = performance.now()
-    for (let n = 0; n < objects; n += SEED_BATCH) {
-      const rows: Array<{ id: string, doc: Buffer }> = []
-      for (let i = n; i < Math.min(objects, n + SEED_BATCH); i++) {
-        const obj = makeUser(rand, i)
-        const doc = Buffer.from(JSON.stringify(obj))
-        docBytes += doc.length
-        rows.push({ id: obj.id as string, doc })
-      }
+    for (const rows of objectBatches(makeUser, 1, objects, SEED_BATCH)) {
+      for (const row of rows) docBytes += row.doc.length
       const i0 = performance.now()
       store.upsertObjects(FIRM, TYPE, rows, Date.now())
       insertMs += performance.now() - i0

@@ -80,3 +80,22 @@ export function makeGroup (rand: () => number, n: number): Record<string, unknow
     meta: { resourceType: 'Group', created: new Date(Date.UTC(2020, 0, 1) + n * 3600_000).toISOString() },
   }
 }
+
+/** One stored object: its id and its JSON bytes, as upsertObjects takes them. */
+export interface ObjectRow { id: string, doc: Buffer }
+
+/**
+ * `count` objects made by `make` from the PRNG seeded with `seed`, in batches of `size`
+ * rows ready for upsertObjects (one transaction each).
+ */
+export function * objectBatches (make: (rand: () => number, n: number) => Record<string, unknown>, seed: number, count: number, size = 10_000): Generator<ObjectRow[]> {
+  const rand = prng(seed)
+  for (let n = 0; n < count; n += size) {
+    const rows: ObjectRow[] = []
+    for (let i = n; i < Math.min(count, n + size); i++) {
+      const obj = make(rand, i)
+      rows.push({ id: obj.id as string, doc: Buffer.from(JSON.stringify(obj)) })
+    }
+    yield rows
+  }
+}

@@ -11,7 +11,7 @@ import { loadConfig } from '../src/config.js'
 import { createAdminService } from '../src/services/admin.js'
 import { openStore } from '../src/store/db.js'
 import { createObjectsStore } from '../src/store/objects-store.js'
-import { makeGroup, makeUser, prng } from './demo-data.js'
+import { makeGroup, makeUser, objectBatches, prng } from './demo-data.js'
 
 const FIRM = 'demo'
 const USERS = 250_000
@@ -27,16 +27,12 @@ const admin = createAdminService(store)
 admin.putFirm(FIRM, 'Demo Corporation')
 function seed (type: string, count: number, make: (rand: () => number, n: number) => Record<string, unknown>, seedNo: number): void {
   if (objects.countObjects(FIRM, type) >= count) return
-  const rand = prng(seedNo)
   const started = Date.now()
-  for (let n = 0; n < count; n += BATCH) {
-    const rows = []
-    for (let i = n; i < Math.min(count, n + BATCH); i++) {
-      const obj = make(rand, i)
-      rows.push({ id: obj.id as string, doc: Buffer.from(JSON.stringify(obj)) })
-    }
+  let done = 0
+  for (const rows of objectBatches(make, seedNo, count, BATCH)) {
     objects.upsertObjects(FIRM, type, rows, Date.now())
-    if (process.stdout.isTTY) process.stdout.write(`\rseeding ${type}: ${Math.min(count, n + BATCH).toLocaleString('en-US')} / ${count.toLocaleString('en-US')}`)
+    done += rows.length
+    if (process.stdout.isTTY) process.stdout.write(`\rseeding ${type}: ${done.toLocaleString('en-US')} / ${count.toLocaleString('en-US')}`)
   }
   process.stdout.write(`${process.stdout.isTTY ? '\r' : ''}seeded ${count.toLocaleString('en-US')} ${type} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
 }

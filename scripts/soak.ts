@@ -42,7 +42,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { openStore } from '../src/store/db.js'
 import { createObjectsStore } from '../src/store/objects-store.js'
-import { makeUser, prng } from './demo-data.js'
+import { makeUser, objectBatches } from './demo-data.js'
 import { percentile, Samples } from './samples.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -273,18 +273,14 @@ const expectedDocs: Buffer[] = []
   const store = openStore(dataDir)
   try {
     const objects = createObjectsStore(store)
-    const rand = prng(1)
-    for (let n = 0; n < OBJECTS; n += SEED_BATCH) {
-      const rows: Array<{ id: string, doc: Buffer }> = []
-      for (let i = n; i < Math.min(OBJECTS, n + SEED_BATCH); i++) {
-        const obj = makeUser(rand, i)
-        const id = obj.id as string
-        const doc = Buffer.from(JSON.stringify(obj))
-        if (expectedIndex.has(id)) continue // a repeated random id upserts: keep the last one
+    for (const batch of objectBatches(makeUser, 1, OBJECTS, SEED_BATCH)) {
+      // A repeated random id would upsert: keep the first one only.
+      const rows = batch.filter(({ id, doc }) => {
+        if (expectedIndex.has(id)) return false
         expectedIndex.set(id, expectedDocs.length)
         expectedDocs.push(doc)
-        rows.push({ id, doc })
-      }
+        return true
+      })
       objects.upsertObjects(FIRM, TYPE, rows, Date.now())
     }
     const stored = objects.countObjects(FIRM, TYPE)
