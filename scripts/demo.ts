@@ -9,9 +9,10 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadConfig } from '../src/config.js'
 import { createAdminService } from '../src/services/admin.js'
-import { openStore } from '../src/store/db.js'
-import { createObjectsStore } from '../src/store/objects-store.js'
-import { makeGroup, makeUser, objectBatches, prng } from './demo-data.js'
+import type { ObjectsStore } from '../src/store/objects-store.js'
+import { openSqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import { makeGroup, makeUser, objectBatches, prng } from './lib/demo-data.js'
+import { waitReady } from './lib/server-process.js'
 
 const FIRM = 'demo'
 const USERS = 250_000
@@ -20,24 +21,23 @@ const BATCH = 10_000
 
 const adminToken = process.env.ADMIN_TOKEN ?? `demo-admin-${randomBytes(16).toString('hex')}`
 const config = loadConfig({ ...process.env, ADMIN_TOKEN: adminToken })
-const store = openStore(config.dataDir)
-const objects = createObjectsStore(store)
+const store = openSqliteStore(config.dataDir)
 const admin = createAdminService(store)
 
-admin.putFirm(FIRM, 'Demo Corporation')
-function seed (type: string, count: number, make: (rand: () => number, n: number) => Record<string, unknown>, seedNo: number): void {
-  if (objects.countObjects(FIRM, type) >= count) return
+await admin.putFirm(FIRM, 'Demo Corporation')
+async function seed (objects: ObjectsStore, type: string, count: number, make: (rand: () => number, n: number) => Record<string, unknown>, seedNo: number): Promise<void> {
+  if (await objects.countObjects(FIRM, type) >= count) return
   const started = Date.now()
   let done = 0
   for (const rows of objectBatches(make, seedNo, count, BATCH)) {
-    objects.upsertObjects(FIRM, type, rows, Date.now())
+    await objects.upsertObjects(FIRM, type, rows, Date.now())
     done += rows.length
     if (process.stdout.isTTY) process.stdout.write(`\rseeding ${type}: ${done.toLocaleString('en-US')} / ${count.toLocaleString('en-US')}`)
   }
   process.stdout.write(`${process.stdout.isTTY ? '\r' : ''}seeded ${count.toLocaleString('en-US')} ${type} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
 }
-seed('users', USERS, makeUser, 1)
-seed('groups', GROUPS, makeGroup, 2)
+await seed(store.objects, 'users', USERS, makeUser, 1)
+await seed(store.objects, 'groups', GROUPS, makeGroup, 2)
 
 // One demo user, kept across runs; each run issues it a fresh token (tokens are shown once).
 const stateFile = join(config.dataDir, 'demo-user.json')
@@ -45,14 +45,14 @@ let userId: string | undefined = existsSync(stateFile) ? JSON.parse(readFileSync
 let token: string
 try {
   if (!userId) throw new Error('no demo user yet')
-  token = admin.issueToken(userId).token
+  token = (await admin.issueToken(userId)).token
 } catch {
-  const created = admin.createUser('Demo integrator', [FIRM])
+  const created = await admin.createUser('Demo integrator', [FIRM])
   userId = created.userId
   token = created.token
   writeFileSync(stateFile, JSON.stringify({ userId }))
 }
-store.sqlite.close()
+await store.close()
 
 // The seed is deterministic: the first group generated is always the same one.
 const firstGroupId = makeGroup(prng(2), 0).id as string
@@ -64,16 +64,7 @@ const server = spawn(process.execPath, ['dist/server.js'], {
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => server.kill(signal))
 server.on('exit', (code) => process.exit(code ?? 0))
 
-async function waitReady (): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      if ((await fetch(`${base}/readyz`)).ok) return
-    } catch {}
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  throw new Error(`the server did not become ready at ${base}`)
-}
-await waitReady()
+await waitReady(new URL(`${base}/readyz`), 10_000)
 
 const auth = '-H "Authorization: Bearer $TOKEN"'
 const json = (expr: string): string => `node -pe 'JSON.parse(require("fs").readFileSync(0)).${expr}'`

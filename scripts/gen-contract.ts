@@ -9,6 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { dirname, join } from 'node:path'
 import { parse } from 'yaml'
+import { atom, call, literal, object, print, type Code } from './lib/code-printer.js'
 
 type Json = Record<string, any>
 
@@ -31,14 +32,15 @@ function refName (ref: string): string {
   return m[2]
 }
 
-function options (schema: Json, extra: Json = {}): string {
+/** The TypeBox options bag of a schema (validation keywords and descriptions), if any. */
+function options (schema: Json, extra: Json = {}): Code[] {
   const opts: Json = { ...extra }
   for (const k of PASS_THROUGH) if (k in schema) opts[k] = schema[k]
-  return Object.keys(opts).length ? ', ' + JSON.stringify(opts) : ''
+  return Object.keys(opts).length ? [literal(opts)] : []
 }
 
 /** Renders one JSON Schema (OpenAPI 3.1 dialect) as TypeBox builder code. */
-export function toTypeBox (schema: Json): string {
+export function toTypeBox (schema: Json): Code {
   for (const k of Object.keys(schema)) {
     if (DOC_ONLY.has(k)) continue
     if (!['type', 'properties', 'required', 'additionalProperties', 'items', 'enum', 'const',
@@ -46,39 +48,32 @@ export function toTypeBox (schema: Json): string {
       throw new Error(`unsupported schema keyword '${k}'`)
     }
   }
-  if (schema.$ref) return refName(schema.$ref)
-  if (schema.oneOf || schema.anyOf) {
-    const parts = (schema.oneOf ?? schema.anyOf).map(toTypeBox)
-    return `Type.Union([${parts.join(', ')}]${options(schema)})`
-  }
-  if (schema.allOf) return `Type.Intersect([${schema.allOf.map(toTypeBox).join(', ')}]${options(schema)})`
-  if ('const' in schema) return `Type.Literal(${JSON.stringify(schema.const)}${options(schema)})`
-  if (schema.enum) {
-    return `Type.Union([${schema.enum.map((v: unknown) => `Type.Literal(${JSON.stringify(v)})`).join(', ')}]${options(schema)})`
-  }
-  if (Array.isArray(schema.type)) {
-    const parts = schema.type.map((t: string) => toTypeBox({ ...schema, type: t }))
-    return `Type.Union([${parts.join(', ')}])`
-  }
+  const union = (parts: Code[], opts: Code[] = []): Code => call('Type.Union', { kind: 'array', items: parts }, ...opts)
+  if (schema.$ref) return atom(refName(schema.$ref))
+  if (schema.oneOf || schema.anyOf) return union((schema.oneOf ?? schema.anyOf).map(toTypeBox), options(schema))
+  if (schema.allOf) return call('Type.Intersect', { kind: 'array', items: schema.allOf.map(toTypeBox) }, ...options(schema))
+  if ('const' in schema) return call('Type.Literal', literal(schema.const), ...options(schema))
+  if (schema.enum) return union(schema.enum.map((v: unknown) => call('Type.Literal', literal(v))), options(schema))
+  if (Array.isArray(schema.type)) return union(schema.type.map((t: string) => toTypeBox({ ...schema, type: t })))
   switch (schema.type) {
-    case 'string': return `Type.String(${options(schema).slice(2)})`
-    case 'integer': return `Type.Integer(${options(schema).slice(2)})`
-    case 'number': return `Type.Number(${options(schema).slice(2)})`
-    case 'boolean': return `Type.Boolean(${options(schema).slice(2)})`
-    case 'null': return 'Type.Null()'
-    case 'array': return `Type.Array(${toTypeBox(schema.items ?? {})}${options(schema)})`
+    case 'string': return call('Type.String', ...options(schema))
+    case 'integer': return call('Type.Integer', ...options(schema))
+    case 'number': return call('Type.Number', ...options(schema))
+    case 'boolean': return call('Type.Boolean', ...options(schema))
+    case 'null': return call('Type.Null')
+    case 'array': return call('Type.Array', toTypeBox(schema.items ?? {}), ...options(schema))
     case 'object': {
       const required = new Set<string>(schema.required ?? [])
-      const props = Object.entries<Json>(schema.properties ?? {}).map(([name, s]) => {
+      const props = Object.entries<Json>(schema.properties ?? {}).map(([name, s]): [string, Code] => {
         const t = toTypeBox(s)
-        return `${JSON.stringify(name)}: ${required.has(name) ? t : `Type.Optional(${t})`}`
+        return [name, required.has(name) ? t : call('Type.Optional', t)]
       })
       const extra: Json = {}
       if (schema.additionalProperties === false) extra.additionalProperties = false
       if (schema.additionalProperties === true) extra.additionalProperties = true
-      return `Type.Object({ ${props.join(', ')} }${options(schema, extra)})`
+      return call('Type.Object', object(props), ...options(schema, extra))
     }
-    case undefined: return 'Type.Unknown()'
+    case undefined: return call('Type.Unknown')
     default: throw new Error(`unsupported type ${schema.type}`)
   }
 }
@@ -110,69 +105,61 @@ function resolveParam (spec: Json, p: Json): Json {
   return p.$ref ? spec.components.parameters[refName(p.$ref)] : p
 }
 
+/** The route definition of one operation: method, URL, auth scheme and schemas. */
+function route (spec: Json, path: string, method: string, item: Json, op: Json): Code {
+  const params = [...(item.parameters ?? []), ...(op.parameters ?? [])].map((p) => resolveParam(spec, p))
+  const schema: Array<[string, Code]> = [['operationId', literal(op.operationId)]]
+  for (const [where, name] of [['path', 'params'], ['query', 'querystring'], ['header', 'headers']]) {
+    const ps = params.filter((p) => p.in === where)
+    if (!ps.length) continue
+    schema.push([name, call('Type.Object', object(ps.map((p): [string, Code] => {
+      const t = toTypeBox(p.schema)
+      // Node lower-cases header names.
+      return [where === 'header' ? p.name.toLowerCase() : p.name, p.required ? t : call('Type.Optional', t)]
+    })))])
+  }
+  const jsonBody = op.requestBody?.content?.['application/json']?.schema
+  if (jsonBody) schema.push(['body', toTypeBox(jsonBody)])
+  const responses: Array<[string, Code]> = []
+  for (const [status, res] of Object.entries<Json>(op.responses ?? {})) {
+    const s = res.content?.['application/json']?.schema
+    if (/^2\d\d$/.test(status) && s) responses.push([status, toTypeBox(s)])
+  }
+  if (responses.length) schema.push(['response', object(responses)])
+  const security: Json[] = op.security ?? spec.security ?? []
+  const config: Json = { security: security.length ? Object.keys(security[0])[0] : 'none' }
+  if (jsonBody && op.requestBody.required !== true) config.optionalBody = true
+  return object([
+    ['method', literal(method.toUpperCase())],
+    ['url', literal(path.replace(/\{([^}]+)\}/g, ':$1'))],
+    ['config', literal(config)],
+    ['schema', object(schema)],
+  ])
+}
+
 /** Builds the text of src/contract/generated.ts from the parsed spec. */
 export function generate (spec: Json): string {
   const out: string[] = [
     '// GENERATED by scripts/gen-contract.ts from openapi.yaml. Do not edit: run `npm run contract`.',
     "import { Type, type Static } from '@sinclair/typebox'",
-    '',
   ]
   const schemas = spec.components?.schemas ?? {}
   for (const name of ordered(schemas)) {
-    out.push(`export const ${name} = ${toTypeBox(schemas[name])}`)
+    out.push('', `export const ${name} = ${print(toTypeBox(schemas[name]), 0, `export const ${name} = `.length)}`)
     out.push(`export type ${name} = Static<typeof ${name}>`)
   }
   const codes: string[] = schemas.ErrorCode?.enum ?? []
-  out.push('', `/** The spec's ErrorCode enum, in order. */`)
-  out.push(`export const errorCodes = ${JSON.stringify(codes)} as const`)
+  out.push('', '/** The spec\'s ErrorCode enum, in order. */')
+  out.push(`export const errorCodes = ${print(literal(codes), 0, 'export const errorCodes = '.length, ' as const'.length)} as const`)
 
-  out.push('', '/** One Fastify route definition per operationId: method, URL and request/response schemas. */')
-  out.push('export const operations = {')
+  const routes: Array<[string, Code]> = []
   for (const [path, item] of Object.entries<Json>(spec.paths)) {
     for (const method of METHODS) {
-      const op = item[method]
-      if (!op) continue
-      const params = [...(item.parameters ?? []), ...(op.parameters ?? [])].map((p) => resolveParam(spec, p))
-      const schemaParts: string[] = []
-      const group = (where: string): string | undefined => {
-        const ps = params.filter((p) => p.in === where)
-        if (!ps.length) return undefined
-        const props = ps.map((p) => {
-          const t = toTypeBox(p.schema)
-          // Node lower-cases header names.
-          const name = where === 'header' ? p.name.toLowerCase() : p.name
-          return `${JSON.stringify(name)}: ${p.required ? t : `Type.Optional(${t})`}`
-        })
-        return `Type.Object({ ${props.join(', ')} })`
-      }
-      const pathParams = group('path')
-      if (pathParams) schemaParts.push(`params: ${pathParams}`)
-      const query = group('query')
-      if (query) schemaParts.push(`querystring: ${query}`)
-      const headers = group('header')
-      if (headers) schemaParts.push(`headers: ${headers}`)
-      const jsonBody = op.requestBody?.content?.['application/json']?.schema
-      if (jsonBody) schemaParts.push(`body: ${toTypeBox(jsonBody)}`)
-      const responses: string[] = []
-      for (const [status, res] of Object.entries<Json>(op.responses ?? {})) {
-        const s = res.content?.['application/json']?.schema
-        if (/^2\d\d$/.test(status) && s) responses.push(`${status}: ${toTypeBox(s)}`)
-      }
-      if (responses.length) schemaParts.push(`response: { ${responses.join(', ')} }`)
-      const url = path.replace(/\{([^}]+)\}/g, ':$1')
-      const security: Json[] = op.security ?? spec.security ?? []
-      const scheme = security.length ? Object.keys(security[0])[0] : 'none'
-      out.push(`  ${op.operationId}: {`)
-      out.push(`    method: ${JSON.stringify(method.toUpperCase())},`)
-      out.push(`    url: ${JSON.stringify(url)},`)
-      const optionalBody = jsonBody && op.requestBody.required !== true ? ', optionalBody: true' : ''
-      out.push(`    config: { security: ${JSON.stringify(scheme)}${optionalBody} },`)
-      out.push(`    schema: { operationId: ${JSON.stringify(op.operationId)}${schemaParts.map((p) => `, ${p}`).join('')} },`)
-      out.push('  },')
+      if (item[method]) routes.push([item[method].operationId, route(spec, path, method, item, item[method])])
     }
   }
-  out.push('} as const', '')
-  out.push('export type OperationId = keyof typeof operations', '')
+  out.push('', '/** One Fastify route definition per operationId: method, URL and request/response schemas. */')
+  out.push(`export const operations = ${print(object(routes), 0, 'export const operations = '.length, ' as const'.length)} as const`, '')
   return out.join('\n')
 }
 

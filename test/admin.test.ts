@@ -2,7 +2,7 @@ import tap from 'tap'
 import { createHash, randomUUID } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import type { FastifyInstance } from 'fastify'
-import { ADMIN_TOKEN, admin, build, createUser } from './helpers/build.js'
+import { admin, ADMIN_TOKEN, build, createUser, sqliteOf } from './helpers/build.js'
 
 const USER_ID = /^user-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const TOKEN_ID = /^token-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -10,7 +10,7 @@ const TOKEN_ID = /^token-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 const TOKEN = /^bes_[A-Za-z0-9_-]{43,}$/
 
 function countUsers (app: FastifyInstance): number {
-  return (app.store.sqlite.prepare('SELECT count(*) AS n FROM users').get() as { n: number }).n
+  return (sqliteOf(app).prepare('SELECT count(*) AS n FROM users').get() as { n: number }).n
 }
 
 /** A request only a live token of a member of `acme` can make: reads object `o1`. */
@@ -56,7 +56,7 @@ tap.test('PUT firm creates, is idempotent and renames', async (t) => {
   t.equal(named.statusCode, 201)
   t.equal(named.json().name, 'Initech', 'created with the given name')
 
-  const rows = app.store.sqlite.prepare('SELECT id, name FROM firms ORDER BY id').all()
+  const rows = sqliteOf(app).prepare('SELECT id, name FROM firms ORDER BY id').all()
   t.same(rows, [{ id: 'acme', name: 'Acme Corporation' }, { id: 'globex', name: 'globex' }, { id: 'initech', name: 'Initech' }])
 })
 
@@ -69,7 +69,7 @@ tap.test('PUT firm refuses invalid ids and names', async (t) => {
   }
   const empty = await app.inject({ method: 'PUT', url: '/api/v1/admin/firms/acme', headers: admin, payload: { name: '' } })
   t.equal(empty.statusCode, 400, 'an empty name')
-  const firms = app.store.sqlite.prepare('SELECT count(*) AS n FROM firms').get() as { n: number }
+  const firms = sqliteOf(app).prepare('SELECT count(*) AS n FROM firms').get() as { n: number }
   t.equal(firms.n, 0, 'nothing was created')
 })
 
@@ -102,7 +102,7 @@ tap.test('POST users with an unknown firm creates nothing', async (t) => {
   t.equal(res.json().code, 'VALIDATION_FAILED')
   t.match(res.json().detail, /nope/, 'the detail names the unknown firm')
   t.equal(countUsers(app), 0, 'no user')
-  const tokens = app.store.sqlite.prepare('SELECT count(*) AS n FROM tokens').get() as { n: number }
+  const tokens = sqliteOf(app).prepare('SELECT count(*) AS n FROM tokens').get() as { n: number }
   t.equal(tokens.n, 0, 'no token')
 
   const none = await app.inject({ method: 'POST', url: '/api/v1/admin/users', headers: admin, payload: { name: 'x', firms: [] } })
@@ -114,7 +114,7 @@ tap.test('tokens are stored only as hashes', async (t) => {
   const app = await build(t)
   const u = await createUser(app, ['acme'])
   const secret = u.token.slice('bes_'.length)
-  const sqlite = app.store.sqlite
+  const sqlite = sqliteOf(app)
 
   const hashes = sqlite.prepare('SELECT hash FROM tokens WHERE id = ?').all(u.tokenId) as Array<{ hash: string }>
   t.same(hashes, [{ hash: createHash('sha256').update(u.token).digest('hex') }], 'the SHA-256 of the token is kept')
@@ -134,7 +134,7 @@ tap.test('tokens are stored only as hashes', async (t) => {
   t.ok(cells > 0, 'cells were scanned')
 
   // Nor anywhere in the database files, free pages and the WAL included.
-  for (const file of [app.store.path, `${app.store.path}-wal`]) {
+  for (const file of [sqliteOf(app).name, `${sqliteOf(app).name}-wal`]) {
     if (!existsSync(file)) continue
     t.notOk(readFileSync(file).includes(Buffer.from(secret)), `${file} does not hold the token`)
   }
@@ -206,7 +206,7 @@ tap.test('unknown users and tokens are 404', async (t) => {
   t.equal(await readWith(app, v.token), 404, "another user's token was not revoked")
   const bad = await app.inject({ url: '/api/v1/admin/users/bob/tokens', headers: admin })
   t.equal(bad.statusCode, 400, 'a malformed user id')
-  const tokens = app.store.sqlite.prepare('SELECT count(*) AS n FROM tokens WHERE revoked_at IS NOT NULL').get() as { n: number }
+  const tokens = sqliteOf(app).prepare('SELECT count(*) AS n FROM tokens WHERE revoked_at IS NOT NULL').get() as { n: number }
   t.equal(tokens.n, 0, 'nothing was revoked')
 })
 
@@ -233,7 +233,7 @@ tap.test('the admin API takes only ADMIN_TOKEN', async (t) => {
     }
   }
   t.equal(countUsers(app), 1, 'no user was created')
-  const firms = app.store.sqlite.prepare('SELECT count(*) AS n FROM firms').get() as { n: number }
+  const firms = sqliteOf(app).prepare('SELECT count(*) AS n FROM firms').get() as { n: number }
   t.equal(firms.n, 1, 'no firm was created')
   t.equal(await readWith(app, u.token), 404, 'the token was not revoked')
 })
@@ -245,6 +245,6 @@ tap.test('the admin API is closed when ADMIN_TOKEN is unset', async (t) => {
     const res = await app.inject({ method: 'PUT', url: '/api/v1/admin/firms/acme', headers })
     assertUnauthenticated(t, res, `with ${JSON.stringify(headers)}`)
   }
-  const firms = app.store.sqlite.prepare('SELECT count(*) AS n FROM firms').get() as { n: number }
+  const firms = sqliteOf(app).prepare('SELECT count(*) AS n FROM firms').get() as { n: number }
   t.equal(firms.n, 0, 'no firm was created')
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
-import { admin, build, createUser, importLines } from './helpers/build.js'
+import { admin, build, createUser, importLines, sqliteOf } from './helpers/build.js'
 
 t.test('user routes refuse a missing, malformed, unknown or revoked token', async (t) => {
   const app = await build(t)
@@ -82,7 +82,7 @@ t.test('a user cannot touch another firm', async (t) => {
   t.equal((await app.inject({ url: '/api/v1/idm/globex/users/g2', headers: b.headers })).statusCode, 200, 'g2 not deleted')
   t.equal((await app.inject({ url: '/api/v1/idm/globex/users/g3', headers: b.headers })).statusCode, 404, 'g3 not created')
   t.equal((await app.inject({ url: '/api/v1/idm/globex/users/g9', headers: b.headers })).statusCode, 404, 'g9 not imported')
-  const rows = app.store.sqlite.prepare('SELECT firm_id AS firmId, id FROM objects ORDER BY firm_id, id').all()
+  const rows = sqliteOf(app).prepare('SELECT firm_id AS firmId, id FROM objects ORDER BY firm_id, id').all()
   t.same(rows, [{ firmId: 'globex', id: 'g1' }, { firmId: 'globex', id: 'g2' }], 'nothing was written anywhere')
 
   // And the member of its own firm is not blocked by this check.

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { existsSync, readdirSync, rmSync, watch, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
-import { createUser } from './helpers/build.js'
+import { createUser, filesDirOf, sqliteOf } from './helpers/build.js'
 import { buildExportApp, downloadFile, postExport, readStatus, startExport, waitForJob, type JobStatusBody, seedObjects } from './helpers/exports.js'
 
 /** Enough objects that an export runs for about a second on this machine. */
@@ -14,7 +14,7 @@ async function cancel (app: FastifyInstance, headers: Record<string, string>, re
 }
 
 function jobRow (app: FastifyInstance, id: string) {
-  return app.store.sqlite.prepare(`SELECT status, error_code AS errorCode, started_at AS startedAt, attempts, file_name AS fileName
+  return sqliteOf(app).prepare(`SELECT status, error_code AS errorCode, started_at AS startedAt, attempts, file_name AS fileName
     FROM export_jobs WHERE id = ?`).get(id) as { status: string, errorCode: string | null, startedAt: number | null, attempts: number, fileName: string | null }
 }
 
@@ -36,7 +36,7 @@ async function catchRunning (app: FastifyInstance, headers: Record<string, strin
     if (body.status === 'Completed' || body.status === 'Failed') {
       throw new Error(`${requestId} finished (${body.status}) before it could be caught running`)
     }
-    const tmp = readdirSync(app.filesDir).some((name) => name.startsWith(`.${requestId}.`) && name.endsWith('.tmp'))
+    const tmp = readdirSync(filesDirOf(app)).some((name) => name.startsWith(`.${requestId}.`) && name.endsWith('.tmp'))
     return body.status === 'InProgress' && body.progress.processed > 0 && tmp ? body : undefined
   })
 }
@@ -63,9 +63,9 @@ function watchFiles (t: { teardown: (fn: () => void) => void }, dir: string) {
 tap.test('cancelling a running export: 202 Failed/CANCELLED, the slot is free at once, the worker stops', async (t) => {
   const app = await buildExportApp(t, { EXPORT_WORKERS: '1' })
   const u = await createUser(app, ['acme'])
-  seedObjects(app, 'acme', 'users', BIG)
+  await seedObjects(app, 'acme', 'users', BIG)
   const requestId = await startExport(app, u.headers, 'acme', 'users')
-  const files = watchFiles(t, app.filesDir)
+  const files = watchFiles(t, filesDirOf(app))
 
   const running = await catchRunning(app, u.headers, requestId)
   t.ok(running.progress.processed < BIG, `caught mid-way (${running.progress.processed} of ${BIG})`)
@@ -92,7 +92,7 @@ tap.test('cancelling a running export: 202 Failed/CANCELLED, the slot is free at
     const s = (await readStatus(app, u.headers, requestId)).json() as JobStatusBody
     statuses.add(`${s.status}/${s.error?.code}`)
     const n = (await readStatus(app, u.headers, nextId)).json() as JobStatusBody
-    return app.exportJobs.runningCount() === 0 && n.status === 'Completed' ? true : undefined
+    return app.services.scheduler.runningCount() === 0 && n.status === 'Completed' ? true : undefined
   })
   t.same([...statuses], ['Failed/CANCELLED'], 'the status stayed Failed/CANCELLED')
   const after = await waitForJob(app, u.headers, requestId)
@@ -102,8 +102,8 @@ tap.test('cancelling a running export: 202 Failed/CANCELLED, the slot is free at
 
   await files.flush()
   t.notOk(files.seen.includes(`${requestId}.ndjson`), 'the worker never finished the cancelled file (no rename into place)')
-  t.notOk(existsSync(join(app.filesDir, `${requestId}.ndjson`)), 'no file of the cancelled job')
-  t.same(readdirSync(app.filesDir).sort(), [`${nextId}.ndjson`], 'no temporary file left; only the next job\'s file')
+  t.notOk(existsSync(join(filesDirOf(app), `${requestId}.ndjson`)), 'no file of the cancelled job')
+  t.same(readdirSync(filesDirOf(app)).sort(), [`${nextId}.ndjson`], 'no temporary file left; only the next job\'s file')
 
   const again = await cancel(app, u.headers, requestId)
   t.equal(again.statusCode, 202, 'cancelling it again is harmless')
@@ -114,7 +114,7 @@ tap.test('cancelling a Pending export: it never runs', async (t) => {
   const app = await buildExportApp(t, { EXPORT_WORKERS: '1' })
   const other = await createUser(app, ['acme'], 'other')
   const u = await createUser(app, ['acme'], 'waiting')
-  seedObjects(app, 'acme', 'users', BIG)
+  await seedObjects(app, 'acme', 'users', BIG)
   // The other user's job holds the only worker.
   const busy = await startExport(app, other.headers, 'acme', 'users')
   const requestId = await startExport(app, u.headers, 'acme', 'users')
@@ -133,24 +133,24 @@ tap.test('cancelling a Pending export: it never runs', async (t) => {
 
   t.equal((await waitForJob(app, other.headers, busy)).status, 'Completed', 'the other user\'s job is unaffected')
   t.equal((await waitForJob(app, u.headers, nextId)).status, 'Completed', 'the next job ran after it')
-  await until('the pool to go idle', () => app.exportJobs.runningCount() === 0 ? true : undefined)
+  await until('the pool to go idle', () => app.services.scheduler.runningCount() === 0 ? true : undefined)
   const row = jobRow(app, requestId)
   t.same(row, { status: 'Failed', errorCode: 'CANCELLED', startedAt: null, attempts: 0, fileName: null }, 'the cancelled job was never started')
   const after = await waitForJob(app, u.headers, requestId)
   t.equal(after.error?.code, 'CANCELLED')
   t.equal(after.progress.processed, 0)
-  t.notOk(readdirSync(app.filesDir).some((name) => name.includes(requestId)), 'no file of it, temporary or final')
+  t.notOk(readdirSync(filesDirOf(app)).some((name) => name.includes(requestId)), 'no file of it, temporary or final')
 })
 
 tap.test('deleting a completed request removes its file; its fileUrl answers 410', async (t) => {
   const app = await buildExportApp(t)
   const u = await createUser(app, ['acme'])
-  seedObjects(app, 'acme', 'users', 10)
+  await seedObjects(app, 'acme', 'users', 10)
   const requestId = await startExport(app, u.headers, 'acme', 'users')
   const done = await waitForJob(app, u.headers, requestId)
   t.equal(done.status, 'Completed')
   const fileUrl = done.result!.fileUrl
-  const path = join(app.filesDir, `${requestId}.ndjson`)
+  const path = join(filesDirOf(app), `${requestId}.ndjson`)
   t.ok(existsSync(path), 'the file is on disk')
   t.equal((await downloadFile(app, fileUrl)).statusCode, 200, 'and downloads')
 
@@ -178,7 +178,7 @@ tap.test("another user's request: 404, and it keeps running", async (t) => {
   const owner = await createUser(app, ['acme'], 'owner')
   const colleague = await createUser(app, ['acme'], 'colleague')
   const stranger = await createUser(app, ['globex'], 'stranger')
-  seedObjects(app, 'acme', 'users', BIG)
+  await seedObjects(app, 'acme', 'users', BIG)
   const requestId = await startExport(app, owner.headers, 'acme', 'users')
   await catchRunning(app, owner.headers, requestId)
 
@@ -193,7 +193,7 @@ tap.test("another user's request: 404, and it keeps running", async (t) => {
   const done = await waitForJob(app, owner.headers, requestId)
   t.equal(done.status, 'Completed', 'it ran to the end')
   t.equal(done.result?.total, BIG)
-  t.ok(existsSync(join(app.filesDir, `${requestId}.ndjson`)), 'its file is there')
+  t.ok(existsSync(join(filesDirOf(app), `${requestId}.ndjson`)), 'its file is there')
 })
 
 tap.test('unknown, malformed and unauthenticated cancels', async (t) => {
@@ -217,6 +217,6 @@ tap.test('unknown, malformed and unauthenticated cancels', async (t) => {
   const anonymous = await app.inject({ method: 'DELETE', url: `/api/v1/request/${requestId}` })
   t.equal(anonymous.statusCode, 401)
   t.equal(anonymous.json().code, 'UNAUTHENTICATED')
-  t.ok(existsSync(join(app.filesDir, `${requestId}.ndjson`)), 'none of them touched the file')
+  t.ok(existsSync(join(filesDirOf(app), `${requestId}.ndjson`)), 'none of them touched the file')
   t.equal((await readStatus(app, u.headers, requestId)).json().status, 'Completed')
 })

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { ERRORS } from '../src/errors.js'
 import { errorCodes } from '../src/contract/generated.js'
 import { GENERATED_PATH, generate, readSpec } from '../scripts/gen-contract.js'
-import { admin, build } from './helpers/build.js'
+import { admin, build, sqliteOf } from './helpers/build.js'
 
 const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options']
 
@@ -98,7 +98,7 @@ t.test('request bodies reject unknown properties', async (t) => {
   t.equal(body.code, 'VALIDATION_FAILED')
   t.match(body.detail, /next_cursor/, 'the detail names the field')
   t.ok(body.errors.some((e: { field: string }) => e.field === '/next_cursor'), 'errors[] names the field')
-  const users = app.store.sqlite.prepare('SELECT count(*) AS n FROM users').get() as { n: number }
+  const users = sqliteOf(app).prepare('SELECT count(*) AS n FROM users').get() as { n: number }
   t.equal(users.n, 0, 'no user was created')
 
   const firmExtra = await app.inject({ method: 'PUT', url: '/api/v1/admin/firms/acme', headers: admin, payload: { name: 'A', color: 'red' } })

@@ -4,9 +4,8 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createAdminService } from '../src/services/admin.js'
-import { MAX_ATTEMPTS } from '../src/services/exports.js'
-import { openStore } from '../src/store/db.js'
-import { createExportsStore } from '../src/store/exports-store.js'
+import { MAX_ATTEMPTS } from '../src/services/export-scheduler.js'
+import { openSqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import {
   api, countLines, createUserOver, readJobRow, seedDataDir, sha256, startServer, until, waitForExit,
   type ServerProcess,
@@ -42,7 +41,7 @@ async function waitForEnd (server: ServerProcess, headers: Record<string, string
 t.test('SIGKILL in the middle of a 100,000-object export: the job resumes at the next start and completes', async (t) => {
   const dataDir = tempDataDir(t)
   const filesDir = join(dataDir, 'exports')
-  const seeded = seedDataDir(dataDir, FIRM, TYPE, 100_000)
+  const seeded = await seedDataDir(dataDir, FIRM, TYPE, 100_000)
 
   let server = await startServer(t, dataDir)
   const user = await createUserOver(server.base, FIRM)
@@ -122,24 +121,23 @@ t.test('SIGKILL in the middle of a 100,000-object export: the job resumes at the
 t.test(`a job interrupted ${MAX_ATTEMPTS} times fails with EXPORT_FAILED at the next start; one below the bound is retried`, async (t) => {
   const dataDir = tempDataDir(t)
   const filesDir = join(dataDir, 'exports')
-  const seeded = seedDataDir(dataDir, FIRM, TYPE, 10, 100)
+  const seeded = await seedDataDir(dataDir, FIRM, TYPE, 10, 100)
 
   // The state a server leaves when it dies again and again during the same job.
-  const store = openStore(dataDir)
+  const store = openSqliteStore(dataDir)
   const admin = createAdminService(store)
-  admin.putFirm(FIRM, undefined)
-  const unlucky = admin.createUser('unlucky', [FIRM])
-  const other = admin.createUser('other', [FIRM])
-  const jobs = createExportsStore(store)
-  const interrupted = (userId: string, attempts: number): string => {
+  await admin.putFirm(FIRM, undefined)
+  const unlucky = await admin.createUser('unlucky', [FIRM])
+  const other = await admin.createUser('other', [FIRM])
+  const interrupted = async (userId: string, attempts: number): Promise<string> => {
     const id = `export-${randomUUID()}`
-    jobs.insertJob({ id, userId, firmId: FIRM, objectType: TYPE, cursorIn: null, afterId: null, createdAt: Date.now() - 60_000 })
-    store.sqlite.prepare("UPDATE export_jobs SET status = 'InProgress', attempts = ?, started_at = ? WHERE id = ?").run(attempts, Date.now() - 1000, id)
+    await store.exports.insertJob({ id, userId, firmId: FIRM, objectType: TYPE, cursorIn: null, afterId: null, createdAt: Date.now() - 60_000 })
+    store.connection.sqlite.prepare("UPDATE export_jobs SET status = 'InProgress', attempts = ?, started_at = ? WHERE id = ?").run(attempts, Date.now() - 1000, id)
     return id
   }
-  const exhausted = interrupted(unlucky.userId, MAX_ATTEMPTS)
-  const retried = interrupted(other.userId, MAX_ATTEMPTS - 1)
-  store.sqlite.close()
+  const exhausted = await interrupted(unlucky.userId, MAX_ATTEMPTS)
+  const retried = await interrupted(other.userId, MAX_ATTEMPTS - 1)
+  await store.close()
   mkdirSync(filesDir, { recursive: true })
   writeFileSync(join(filesDir, `.${exhausted}.${MAX_ATTEMPTS}.tmp`), '{"id":"obj-')
 

@@ -1,13 +1,14 @@
-import t from 'tap'
-import { buildApp, loggerOptions } from '../src/app.js'
+import t, { type Test } from 'tap'
+import { buildApp } from '../src/app.js'
+import { loggerOptions } from '../src/logger.js'
 import { loadConfig } from '../src/config.js'
 import { ERRORS } from '../src/errors.js'
-import { admin, build, createUser } from './helpers/build.js'
+import { admin, build, createUser, sqliteOf } from './helpers/build.js'
 
 interface Reply { statusCode: number, headers: Record<string, unknown>, body: string, json: () => any }
 
 /** Asserts an RFC 9457 problem with the given status and code; returns its body. */
-function assertProblem (t: Pick<typeof tap, 'equal' | 'match' | 'ok' | 'type'>, res: Reply, status: number, code: string): Record<string, any> {
+function assertProblem (t: Pick<Test, 'equal' | 'match' | 'ok' | 'type'>, res: Reply, status: number, code: string): Record<string, any> {
   t.equal(res.statusCode, status, `status ${status}: ${res.body}`)
   t.match(res.headers['content-type'], /^application\/problem\+json/, 'problem+json')
   const body = res.json()
@@ -20,7 +21,6 @@ function assertProblem (t: Pick<typeof tap, 'equal' | 'match' | 'ok' | 'type'>, 
   t.ok(res.headers['x-request-id'], 'X-Request-Id')
   return body
 }
-const tap = t
 
 t.test('an unknown route is a 404 problem', async (t) => {
   const app = await build(t)
@@ -43,7 +43,7 @@ t.test('a malformed JSON body is a 400 problem', async (t) => {
   assertProblem(t, proto, 400, 'VALIDATION_FAILED')
   const missing = await app.inject({ method: 'POST', url: '/api/v1/admin/users', headers: { ...admin, 'content-type': 'application/json' }, payload: '' })
   assertProblem(t, missing, 400, 'VALIDATION_FAILED')
-  const users = app.store.sqlite.prepare('SELECT count(*) AS n FROM users').get() as { n: number }
+  const users = sqliteOf(app).prepare('SELECT count(*) AS n FROM users').get() as { n: number }
   t.equal(users.n, 0, 'no user was created')
 })
 
@@ -60,7 +60,7 @@ t.test('a body of the wrong Content-Type is a 415 problem', async (t) => {
   assertProblem(t, imp, 415, 'UNSUPPORTED_MEDIA_TYPE')
   const put = await app.inject({ method: 'PUT', url: '/api/v1/idm/acme/users/a', headers: { ...u.headers, 'content-type': 'text/csv' }, payload: 'id\na' })
   assertProblem(t, put, 415, 'UNSUPPORTED_MEDIA_TYPE')
-  const objects = app.store.sqlite.prepare('SELECT count(*) AS n FROM objects').get() as { n: number }
+  const objects = sqliteOf(app).prepare('SELECT count(*) AS n FROM objects').get() as { n: number }
   t.equal(objects.n, 0, 'nothing was written')
 })
 
@@ -83,7 +83,7 @@ t.test('an unexpected error is a 500 that hides its cause and logs it', async (t
 
   // A real database fault: the store's table has gone.
   await app.inject({ method: 'PUT', url: '/api/v1/admin/firms/acme', headers: { authorization: 'Bearer test-admin-token-0123456789' } })
-  app.store.sqlite.exec('ALTER TABLE firms RENAME TO firms_gone')
+  sqliteOf(app).exec('ALTER TABLE firms RENAME TO firms_gone')
   const sqlFault = await app.inject({ method: 'PUT', url: '/api/v1/admin/firms/globex', headers: { authorization: 'Bearer test-admin-token-0123456789', 'x-request-id': 'sql-1' } })
   assertProblem(t, sqlFault, 500, 'INTERNAL')
   t.notMatch(sqlFault.body, /select|insert|firms_gone|"firms"|sqlite|no such table|failed query|\bat \S+ \(/i, 'no SQL or stack in the response')
@@ -98,7 +98,7 @@ t.test('an unexpected error is a 500 that hides its cause and logs it', async (t
   t.match(JSON.stringify(sqlLog?.err), /no such table: firms/, 'with what failed')
 
   // The store is still usable once the fault is gone.
-  app.store.sqlite.exec('ALTER TABLE firms_gone RENAME TO firms')
+  sqliteOf(app).exec('ALTER TABLE firms_gone RENAME TO firms')
   const healed = await app.inject({ method: 'PUT', url: '/api/v1/admin/firms/globex', headers: { authorization: 'Bearer test-admin-token-0123456789' } })
   t.equal(healed.statusCode, 201)
 })
@@ -106,7 +106,7 @@ t.test('an unexpected error is a 500 that hides its cause and logs it', async (t
 t.test('a closed database is a 500 on writes and a 503 on /readyz', async (t) => {
   const app = await build(t)
   await app.ready()
-  app.store.sqlite.close()
+  sqliteOf(app).close()
   const put = await app.inject({ method: 'PUT', url: '/api/v1/admin/firms/acme', headers: admin })
   assertProblem(t, put, 500, 'INTERNAL')
   t.notMatch(put.body, /database|connection|sqlite/i, 'the cause is not in the response')

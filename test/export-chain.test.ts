@@ -2,8 +2,7 @@ import tap from 'tap'
 import { createHash } from 'node:crypto'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import type { FastifyInstance, InjectOptions } from 'fastify'
-import { createObjectsStore } from '../src/store/objects-store.js'
-import { createUser, importLines } from './helpers/build.js'
+import { createUser, filesDirOf, importLines, sqliteOf } from './helpers/build.js'
 import { buildExportApp, exportChain, exportPage, ndjsonLines, postExport, randomId, waitForJob } from './helpers/exports.js'
 
 const REQUEST_ID = /^export-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -138,8 +137,8 @@ tap.test('a job that cannot write its file fails with an actionable error and fr
   await importObjects(t, app, u.headers, 'users', objectLines(3))
   await app.ready()
   // The disk error at the edge: the files directory is replaced by a plain file.
-  rmSync(app.filesDir, { recursive: true, force: true })
-  writeFileSync(app.filesDir, '')
+  rmSync(filesDirOf(app), { recursive: true, force: true })
+  writeFileSync(filesDirOf(app), '')
   const res = await postExport(app, u.headers, 'acme', 'users')
   t.equal(res.statusCode, 200)
   const status = await waitForJob(app, u.headers, res.json().requestId)
@@ -149,8 +148,8 @@ tap.test('a job that cannot write its file fails with an actionable error and fr
   t.match(status.error?.message, /DATA_DIR|disk|write/i, `a message a person can act on: ${status.error?.message}`)
   t.notMatch(status.error?.message, /\n\s+at /, 'no stack trace')
 
-  rmSync(app.filesDir, { force: true })
-  mkdirSync(app.filesDir)
+  rmSync(filesDirOf(app), { force: true })
+  mkdirSync(filesDirOf(app))
   const again = await exportPage(app, u.headers, 'acme', 'users')
   t.equal(again.result.total, 3, 'the slot was freed: the next export completes')
 })
@@ -212,7 +211,7 @@ tap.test('no body, {} and {"cursor": null} all start from the beginning', async 
 
 tap.test('an unknown body property is a 400, not an export from the start', async (t) => {
   const { app, u } = await shared()
-  const count = () => (app.store.sqlite.prepare('SELECT count(*) AS n FROM export_jobs').get() as { n: number }).n
+  const count = () => (sqliteOf(app).prepare('SELECT count(*) AS n FROM export_jobs').get() as { n: number }).n
   const before = count()
   for (const payload of [{ next_cursor: 'x' }, { cursor: null, extra: 1 }]) {
     const res = await postExport(app, u.headers, 'acme', 'users', payload)
@@ -264,7 +263,7 @@ tap.test('at the default job size, 100,001 objects make a full page and a page o
   const u = await createUser(app, ['acme'])
   const ids = Array.from({ length: 100_001 }, () => randomId())
   const rows = ids.map((id, i) => ({ id, doc: Buffer.from(JSON.stringify({ id, i })) }))
-  createObjectsStore(app.store).upsertObjects('acme', 'users', rows, Date.now())
+  await app.store.objects.upsertObjects('acme', 'users', rows, Date.now())
   const sorted = [...ids].sort()
 
   const first = await exportPage(app, u.headers, 'acme', 'users')

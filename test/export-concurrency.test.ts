@@ -1,8 +1,7 @@
 import tap from 'tap'
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
-import { createExportsStore, isActiveJobConflict } from '../src/store/exports-store.js'
-import { createUser } from './helpers/build.js'
+import { createUser, sqliteOf } from './helpers/build.js'
 import { buildExportApp, waitForJob, type Poll, seedObjects } from './helpers/exports.js'
 
 async function listen (app: FastifyInstance): Promise<string> {
@@ -10,7 +9,7 @@ async function listen (app: FastifyInstance): Promise<string> {
 }
 
 function jobRow (app: FastifyInstance, id: string) {
-  return app.store.sqlite.prepare('SELECT status, started_at AS startedAt, finished_at AS finishedAt FROM export_jobs WHERE id = ?').get(id) as { status: string, startedAt: number, finishedAt: number }
+  return sqliteOf(app).prepare('SELECT status, started_at AS startedAt, finished_at AS finishedAt FROM export_jobs WHERE id = ?').get(id) as { status: string, startedAt: number, finishedAt: number }
 }
 
 /** Every unfinished answer carries an integer Retry-After; processed never decreases. */
@@ -36,7 +35,7 @@ tap.test('20 concurrent POSTs of one user: one 200, nineteen 409s naming it', as
   const app = await buildExportApp(t)
   const u = await createUser(app, ['acme'])
   // Enough objects that the job is still running while the 20 requests are answered.
-  seedObjects(app, 'acme', 'users', 50_000)
+  await seedObjects(app, 'acme', 'users', 50_000)
   const base = await listen(app)
 
   const responses = await Promise.all(Array.from({ length: 20 }, () =>
@@ -54,7 +53,7 @@ tap.test('20 concurrent POSTs of one user: one 200, nineteen 409s naming it', as
     t.equal(c.body.status, 409)
     t.equal(c.body.activeRequestId, requestId, 'the problem names the active request')
   }
-  const jobs = app.store.sqlite.prepare('SELECT id FROM export_jobs').all()
+  const jobs = sqliteOf(app).prepare('SELECT id FROM export_jobs').all()
   t.same(jobs, [{ id: requestId }], 'one job in the database')
 
   const polls: Poll[] = []
@@ -75,7 +74,7 @@ for (const workers of [2, 1]) {
     const app = await buildExportApp(t, { EXPORT_WORKERS: String(workers), EXPORT_JOB_SIZE: '10000' })
     const a = await createUser(app, ['acme'], 'a')
     const b = await createUser(app, ['acme'], 'b')
-    seedObjects(app, 'acme', 'users', 20_000)
+    await seedObjects(app, 'acme', 'users', 20_000)
     const base = await listen(app)
 
     const [ra, rb] = await Promise.all([a, b].map((u) => fetch(`${base}/api/v1/idm/acme/users/export`, { method: 'POST', headers: u.headers })))
@@ -107,29 +106,22 @@ tap.test('the database itself refuses a second active job of a user', async (t) 
   const app = await buildExportApp(t)
   const u = await createUser(app, ['acme'])
   const v = await createUser(app, ['acme'], 'other')
-  const store = createExportsStore(app.store)
+  const store = app.store
   const job = (userId: string) => ({ id: `export-${randomUUID()}`, userId, firmId: 'acme', objectType: 'users', cursorIn: null, afterId: null, createdAt: Date.now() })
 
   const first = job(u.userId)
-  store.insertJob(first)
-  let thrown: unknown
-  try {
-    store.insertJob(job(u.userId))
-  } catch (err) {
-    thrown = err
-  }
-  t.ok(thrown, 'the second insert throws')
-  t.ok(isActiveJobConflict(thrown), `and it is the one-active-job index (${String(thrown)})`)
-  t.doesNotThrow(() => store.insertJob(job(v.userId)), 'another user has a slot of its own')
+  t.equal(await store.exports.insertJob(first), 'inserted')
+  t.equal(await store.exports.insertJob(job(u.userId)), 'active-job-exists', 'the one-active-job index refuses the second insert')
+  t.equal(await store.exports.insertJob(job(v.userId)), 'inserted', 'another user has a slot of its own')
 
-  store.markJobFailed(first.id, 'EXPORT_FAILED', 'test', Date.now())
-  t.doesNotThrow(() => store.insertJob(job(u.userId)), 'a finished job frees the slot')
+  await store.scheduler.markJobFailed(first.id, 'EXPORT_FAILED', 'test', Date.now())
+  t.equal(await store.exports.insertJob(job(u.userId)), 'inserted', 'a finished job frees the slot')
 })
 
 tap.test('status polls are answered while a 100,000-object export runs', async (t) => {
   const app = await buildExportApp(t)
   const u = await createUser(app, ['acme'])
-  seedObjects(app, 'acme', 'users', 100_000)
+  await seedObjects(app, 'acme', 'users', 100_000)
   const base = await listen(app)
 
   const res = await fetch(`${base}/api/v1/idm/acme/users/export`, { method: 'POST', headers: u.headers })

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { AppError } from '../src/errors.js'
 import { createSigner, SECRET_FILE } from '../src/services/signing.js'
-import { createUser, importLines } from './helpers/build.js'
+import { createUser, importLines, sqliteOf } from './helpers/build.js'
 import { buildExportApp, exportChain, exportPage, ndjsonLines, postExport, waitForJob } from './helpers/exports.js'
 
 const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
@@ -19,7 +19,7 @@ function flip (s: string, i: number): string {
 }
 
 function jobCount (app: FastifyInstance): number {
-  return (app.store.sqlite.prepare('SELECT count(*) AS n FROM export_jobs').get() as { n: number }).n
+  return (sqliteOf(app).prepare('SELECT count(*) AS n FROM export_jobs').get() as { n: number }).n
 }
 
 /** A user in two firms with a few objects in acme/users, acme/groups and beta/users; job size 2. */
@@ -143,7 +143,7 @@ tap.test('decodeCursor: any input decodes or throws INVALID_CURSOR, nothing else
     fc.tuple(part, fc.constantFrom(s, '')).map(([b, c]) => `${v}.${b}.${c}`),
     fc.tuple(fc.nat(genuine.length - 1), fc.constantFrom(...B64URL.split(''), '.', '=', '+', '/', ' ', 'é'))
       .map(([i, c]) => genuine.slice(0, i) + c + genuine.slice(i + 1)),
-    fc.nat(genuine.length).map((n) => genuine.slice(0, n)),
+    fc.nat(genuine.length).map((n) => genuine.slice(0, n))
   )
   let decoded = 0
   let refused = 0
@@ -200,7 +200,7 @@ tap.test('encodeCursor then decodeCursor round-trips every position, bound to it
     fc.string({ unit: 'binary', minLength: 1, maxLength: 256 }),
     fc.string({ unit: 'grapheme', minLength: 1, maxLength: 64 }),
     fc.string({ unit: controls, minLength: 200, maxLength: 256 }),
-    fc.string({ unit: fc.constantFrom('"', '\\', '\uffff', '😀', '\u2028'), minLength: 1, maxLength: 256 }),
+    fc.string({ unit: fc.constantFrom('"', '\\', '\uffff', '😀', '\u2028'), minLength: 1, maxLength: 256 })
   ).filter((s) => s.length >= 1 && s.length <= 256 && s.isWellFormed() && !s.includes('\u0000'))
   fc.assert(fc.property(firmId, objectType, after, (f, ty, a) => {
     const cursor = signer.encodeCursor({ firmId: f, objectType: ty, after: a })

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto'
 import { readdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
-import { createUser, importLines } from './helpers/build.js'
+import { createUser, filesDirOf, importLines } from './helpers/build.js'
 import { buildExportApp, httpGet, startExport, waitForJob, type JobStatusBody } from './helpers/exports.js'
 
 function sha256 (bytes: Buffer): string {
@@ -124,7 +124,7 @@ tap.test('altered links are refused', async (t) => {
   t.equal(noSig.status, 400, 'a link without a signature')
 
   const past = Math.floor(Date.now() / 1000) - 60
-  const expired = await httpGet(`${base}/api/v1/files/${requestId}?expires=${past}&sig=${app.signer.signDownload(requestId, past)}`)
+  const expired = await httpGet(`${base}/api/v1/files/${requestId}?expires=${past}&sig=${app.services.signer.signDownload(requestId, past)}`)
   t.equal(expired.status, 410, 'a genuine link whose time has passed')
   t.equal(JSON.parse(expired.body.toString()).code, 'FILE_EXPIRED')
 
@@ -148,11 +148,11 @@ tap.test('a removed file is 410; every status read hands out a working link', as
     t.same(res.body, expected)
   }
 
-  const files = readdirSync(app.filesDir)
+  const files = readdirSync(filesDirOf(app))
   t.same(files.filter((f) => f.endsWith('.tmp')), [], 'no temporary file is left behind')
   t.ok(files.some((f) => f.includes(requestId)), 'the export file is in filesDir')
 
-  for (const f of files.filter((name) => name.includes(requestId))) rmSync(join(app.filesDir, f))
+  for (const f of files.filter((name) => name.includes(requestId))) rmSync(join(filesDirOf(app), f))
   const gone = await httpGet(result.fileUrl)
   t.equal(gone.status, 410, 'the file was removed from disk')
   t.equal(JSON.parse(gone.body.toString()).code, 'FILE_EXPIRED')
@@ -173,7 +173,7 @@ tap.test('no temporary files remain after several jobs', async (t) => {
     cursor = status.result!.nextCursor
   } while (cursor !== null)
   t.equal(ids.length, 4)
-  const files = readdirSync(app.filesDir)
+  const files = readdirSync(filesDirOf(app))
   t.same(files.filter((f) => f.endsWith('.tmp') || f.startsWith('.')), [], 'no temporary or hidden files')
   t.same(files.filter((f) => f.endsWith('.ndjson')).sort(), ids.map((id) => `${id}.ndjson`).sort(), 'one file per job')
 })

@@ -1,11 +1,11 @@
 import tap from 'tap'
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
-import { createUser, importLines } from './helpers/build.js'
+import { createUser, importLines, sqliteOf } from './helpers/build.js'
 import { buildExportApp, postExport, readStatus, startExport, waitForJob } from './helpers/exports.js'
 
 function jobCount (app: FastifyInstance): number {
-  return (app.store.sqlite.prepare('SELECT count(*) AS n FROM export_jobs').get() as { n: number }).n
+  return (sqliteOf(app).prepare('SELECT count(*) AS n FROM export_jobs').get() as { n: number }).n
 }
 
 /** Two users of acme and one of globex; `owner` has a completed export of acme/users. */

@@ -4,7 +4,7 @@ import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'no
 import { Agent as HttpAgent, request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { DB_FILE } from '../src/store/db.js'
+import { DB_FILE } from '../src/store/sqlite/connection.js'
 import {
   api, countLines, createUserOver, readJobRow, seedDataDir, sha256, startServer, until, waitForExit,
   type ServerProcess,
@@ -24,7 +24,7 @@ function tempDir (t: { teardown: (fn: () => unknown) => void }): string {
 
 // One seeded database, copied into each test's DATA_DIR.
 const template = tempDir(t)
-const seeded = seedDataDir(template, FIRM, TYPE, COUNT)
+const seeded = await seedDataDir(template, FIRM, TYPE, COUNT)
 
 function seededDataDir (t: { teardown: (fn: () => unknown) => void }): string {
   const dir = tempDir(t)

@@ -4,15 +4,15 @@ import { randomUUID } from 'node:crypto'
 import { readdirSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
-import { admin, createUser, importLines } from './helpers/build.js'
+import { admin, createUser, filesDirOf, importLines, sqliteOf } from './helpers/build.js'
 import { buildExportApp, startExport, waitForJob } from './helpers/exports.js'
 
 type App = Awaited<ReturnType<typeof buildExportApp>>
 
 /** Everything a request could write: every table, and the export files. */
 function snapshot (app: FastifyInstance): string {
-  const q = (sql: string) => app.store.sqlite.prepare(sql).raw(true).all()
-  const tables = app.store.sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '%drizzle%' AND name NOT LIKE 'sqlite_%' ORDER BY name").pluck(true).all() as string[]
+  const q = (sql: string) => sqliteOf(app).prepare(sql).raw(true).all()
+  const tables = sqliteOf(app).prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '%drizzle%' AND name NOT LIKE 'sqlite_%' ORDER BY name").pluck(true).all() as string[]
   return JSON.stringify({
     rows: tables.map((name) => [name, q(`SELECT count(*) FROM "${name}"`)]),
     firms: q('SELECT id, name, created_at FROM firms ORDER BY id'),
@@ -22,7 +22,7 @@ function snapshot (app: FastifyInstance): string {
     objects: q('SELECT firm_id, type, id, hex(doc), updated_at FROM objects ORDER BY seq'),
     staged: q('SELECT count(*) FROM import_rows'),
     jobs: q('SELECT id, status, file_name, expires_at FROM export_jobs ORDER BY id'),
-    files: readdirSync(app.filesDir).sort(),
+    files: readdirSync(filesDirOf(app)).sort(),
   })
 }
 
@@ -332,12 +332,12 @@ tap.test('legal unicode and path-like values are valid writes that round-trip', 
     const created = await app.inject({ method: 'PUT', url: '/api/v1/admin/firms/unicode', headers: json(admin), payload: { name } })
     t.ok(created.statusCode === 200 || created.statusCode === 201, `firm name ${label(name)}`)
     t.equal(created.json().name, name)
-    t.equal(app.store.sqlite.prepare("SELECT name FROM firms WHERE id = 'unicode'").pluck(true).get(), name, `${label(name)}: stored as sent`)
+    t.equal(sqliteOf(app).prepare("SELECT name FROM firms WHERE id = 'unicode'").pluck(true).get(), name, `${label(name)}: stored as sent`)
     const user = await app.inject({ method: 'POST', url: '/api/v1/admin/users', headers: json(admin), payload: { name, firms: ['unicode'] } })
     t.equal(user.statusCode, 201)
-    t.equal(app.store.sqlite.prepare('SELECT name FROM users WHERE id = ?').pluck(true).get(user.json().userId), name, `user ${label(name)}: stored as sent`)
+    t.equal(sqliteOf(app).prepare('SELECT name FROM users WHERE id = ?').pluck(true).get(user.json().userId), name, `user ${label(name)}: stored as sent`)
   }
-  t.same(readdirSync(app.filesDir).filter((n) => !n.startsWith('export-')), [], 'no file but export files')
+  t.same(readdirSync(filesDirOf(app)).filter((n) => !n.startsWith('export-')), [], 'no file but export files')
 })
 
 tap.test('property: any string as cursor is a 400 INVALID_CURSOR or VALIDATION_FAILED, never a 5xx', async (t) => {
@@ -351,7 +351,7 @@ tap.test('property: any string as cursor is a 400 INVALID_CURSOR or VALIDATION_F
     fc.string({ unit: fc.constantFrom('\ud800', '\udc00', '\u0000', '.', 'c', '1', '\u202e', '😀'), maxLength: 100 }),
     fc.tuple(fc.constantFrom('c1', 'c2', ''), fc.stringMatching(/^[A-Za-z0-9_-]{0,80}$/), fc.stringMatching(/^[A-Za-z0-9_-]{43}$/)).map(([a, b, c]) => `${a}.${b}.${c}`),
     fc.tuple(fc.nat(genuine.length - 1), fc.constantFrom(...B64.split(''), '.', '=', ' ')).map(([i, c]) => genuine.slice(0, i) + c + genuine.slice(i + 1)),
-    fc.nat(genuine.length - 1).map((n) => genuine.slice(0, n)),
+    fc.nat(genuine.length - 1).map((n) => genuine.slice(0, n))
   ).filter((s) => s !== genuine)
   const before = snapshot(app)
   await fc.assert(fc.asyncProperty(cursors, async (cursor) => {
@@ -374,7 +374,7 @@ tap.test('property: any bytes as an import body give 200 or a 4xx problem; a 4xx
   const line = fc.oneof(
     { weight: 6, arbitrary: objectLine },
     { weight: 1, arbitrary: fc.constantFrom('', ' ', '\t', '{', 'null', '[]', '{"id":5}', '{"v":1}') },
-    { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 40 }) },
+    { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 40 }) }
   )
   const structured = fc.tuple(fc.array(line, { maxLength: 15 }), fc.constantFrom('\n', '\r\n'), fc.boolean())
     .map(([lines, nl, bom]) => Buffer.from((bom ? '\ufeff' : '') + lines.join(nl) + nl))

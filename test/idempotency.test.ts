@@ -1,7 +1,7 @@
 import tap from 'tap'
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
-import { createUser, importLines } from './helpers/build.js'
+import { createUser, importLines, sqliteOf } from './helpers/build.js'
 import { buildExportApp, readStatus, waitForJob, seedObjects } from './helpers/exports.js'
 
 const HOUR = 3600 * 1000
@@ -17,13 +17,13 @@ async function post (app: FastifyInstance, headers: Record<string, string>, path
 }
 
 function jobIds (app: FastifyInstance): string[] {
-  return app.store.sqlite.prepare('SELECT id FROM export_jobs ORDER BY created_at, rowid').pluck(true).all() as string[]
+  return sqliteOf(app).prepare('SELECT id FROM export_jobs ORDER BY created_at, rowid').pluck(true).all() as string[]
 }
 
 tap.test('same user, key and body: the same requestId (200) while active and after completion', async (t) => {
   const app = await buildExportApp(t, { EXPORT_WORKERS: '1' })
   const u = await createUser(app, ['acme'])
-  seedObjects(app, 'acme', 'users', 60_000)
+  await seedObjects(app, 'acme', 'users', 60_000)
   const key = `nightly-${randomUUID()}`
 
   const first = await post(app, u.headers, 'acme/users', key)
@@ -130,7 +130,7 @@ tap.test('a key replays for 24 hours, then no longer', async (t) => {
   const u = await createUser(app, ['acme'])
   const key = `daily-${randomUUID()}`
   const ageTo = (id: string, ms: number) =>
-    app.store.sqlite.prepare('UPDATE export_jobs SET created_at = ? WHERE id = ?').run(Date.now() - ms, id)
+    sqliteOf(app).prepare('UPDATE export_jobs SET created_at = ? WHERE id = ?').run(Date.now() - ms, id)
 
   const first = (await post(app, u.headers, 'acme/users', key)).json().requestId as string
   await waitForJob(app, u.headers, first)
@@ -160,7 +160,7 @@ tap.test('a key replays for 24 hours, then no longer', async (t) => {
 tap.test('20 concurrent identical POSTs with one key: all 200, one requestId, one job', async (t) => {
   const app = await buildExportApp(t)
   const u = await createUser(app, ['acme'])
-  seedObjects(app, 'acme', 'users', 30_000)
+  await seedObjects(app, 'acme', 'users', 30_000)
   const base = await app.listen({ port: 0, host: '127.0.0.1' })
   const key = `burst-${randomUUID()}`
 

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { openStore } from '../src/store/db.js'
-import { createObjectsStore } from '../src/store/objects-store.js'
+import { openSqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import { sqliteOf } from './helpers/build.js'
 
 const doc = (id: string, v: number) => Buffer.from(JSON.stringify({ id, v }))
 
@@ -14,22 +14,24 @@ t.test('a restart finishes a valid import that was merging and drops one still s
   t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
 
   // The state a stop leaves behind: one import proved valid and half merged, one cut short.
-  const store = openStore(dataDir)
-  const objects = createObjectsStore(store)
-  objects.insertImport('valid', 'acme', 'users', Date.now())
-  objects.insertStagedRows('valid', Array.from({ length: 5000 }, (_, i) => ({ seq: i + 1, id: `u-${i % 4000}`, doc: doc(`u-${i % 4000}`, i) })))
-  objects.markImportMerging('valid')
-  t.equal(objects.mergeStagedBatch('valid', 'acme', 'users', Date.now(), 1000), 1000, 'a first batch had been merged')
-  objects.insertImport('partial', 'acme', 'groups', Date.now())
-  objects.insertStagedRows('partial', [{ seq: 1, id: 'g-1', doc: doc('g-1', 1) }])
-  store.sqlite.close()
+  const store = openSqliteStore(dataDir)
+  const objects = store.objects
+  await objects.insertImport('valid', 'acme', 'users', Date.now())
+  await objects.insertStagedRows('valid', Array.from({ length: 5000 }, (_, i) => ({ seq: i + 1, id: `u-${i % 4000}`, doc: doc(`u-${i % 4000}`, i) })))
+  await objects.markImportMerging('valid')
+  // A first batch had been merged (lines 1..1000) when the server stopped.
+  await objects.mergeStagedRows('valid', 'acme', 'users', 1000, Date.now())
+  t.equal(await objects.deleteStagedRows('valid', 1000), 1000, 'a first batch had been merged')
+  await objects.insertImport('partial', 'acme', 'groups', Date.now())
+  await objects.insertStagedRows('partial', [{ seq: 1, id: 'g-1', doc: doc('g-1', 1) }])
+  await store.close()
 
   const app = await buildApp(loadConfig({ DATA_DIR: dataDir, LOG_LEVEL: 'silent' }))
   t.teardown(() => app.close())
-  const count = (sql: string) => (app.store.sqlite.prepare(sql).pluck().get() as number)
+  const count = (sql: string) => (sqliteOf(app).prepare(sql).pluck().get() as number)
   t.equal(count("SELECT count(*) FROM objects WHERE firm_id = 'acme' AND type = 'users'"), 4000, 'every id of the valid import is there once')
   // Ids 0..999 appear twice (lines 1..1000 and 4001..5000): the later line wins.
-  const first = app.store.sqlite.prepare("SELECT doc FROM objects WHERE firm_id = 'acme' AND type = 'users' AND id = 'u-10'").pluck().get() as Buffer
+  const first = sqliteOf(app).prepare("SELECT doc FROM objects WHERE firm_id = 'acme' AND type = 'users' AND id = 'u-10'").pluck().get() as Buffer
   t.same(JSON.parse(first.toString()), { id: 'u-10', v: 4010 }, 'an id repeated in the body keeps its last line across batches')
   t.equal(count("SELECT count(*) FROM objects WHERE type = 'groups'"), 0, 'nothing of the partial import was applied')
   t.equal(count('SELECT count(*) FROM import_rows'), 0, 'no staged row is left')

@@ -2,11 +2,11 @@ import tap, { type Test } from 'tap'
 import { connect } from 'node:net'
 import { Readable } from 'node:stream'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
-import { admin, build, createUser, importLines } from './helpers/build.js'
+import { admin, build, createUser, importLines, sqliteOf } from './helpers/build.js'
 import { postExport, readStatus, startExport, waitForJob } from './helpers/exports.js'
 
 function count (app: FastifyInstance, table: string): number {
-  return app.store.sqlite.prepare(`SELECT count(*) FROM ${table}`).pluck(true).get() as number
+  return sqliteOf(app).prepare(`SELECT count(*) FROM ${table}`).pluck(true).get() as number
 }
 
 /** A problem+json answer with this status and code. */
@@ -140,19 +140,27 @@ tap.test('JSON bodies over their limit: 413', async (t) => {
   const before = { users: count(app, 'users'), jobs: count(app, 'export_jobs'), objects: count(app, 'objects') }
 
   isProblem(t, await app.inject({
-    method: 'POST', url: '/api/v1/admin/users', headers: { ...admin, ...json },
+    method: 'POST',
+    url: '/api/v1/admin/users',
+    headers: { ...admin, ...json },
     payload: JSON.stringify({ name: 'x'.repeat(2 * 1024 * 1024), firms: ['acme'] }),
   }), 413, 'PAYLOAD_TOO_LARGE', 'createUser with 2 MiB')
   isProblem(t, await app.inject({
-    method: 'POST', url: '/api/v1/idm/acme/users/export', headers: { ...u.headers, ...json },
+    method: 'POST',
+    url: '/api/v1/idm/acme/users/export',
+    headers: { ...u.headers, ...json },
     payload: JSON.stringify({ cursor: 'c'.repeat(1024 * 1024 + 1) }),
   }), 413, 'PAYLOAD_TOO_LARGE', 'startExport over 1 MiB')
   isProblem(t, await app.inject({
-    method: 'PUT', url: '/api/v1/idm/acme/users/a', headers: { ...u.headers, ...json },
+    method: 'PUT',
+    url: '/api/v1/idm/acme/users/a',
+    headers: { ...u.headers, ...json },
     payload: JSON.stringify({ id: 'a', pad: 'p'.repeat(100_000) }),
   }), 413, 'PAYLOAD_TOO_LARGE', 'putObject body far over twice OBJECT_MAX_BYTES')
   const over = await app.inject({
-    method: 'PUT', url: '/api/v1/idm/acme/users/a', headers: { ...u.headers, ...json },
+    method: 'PUT',
+    url: '/api/v1/idm/acme/users/a',
+    headers: { ...u.headers, ...json },
     payload: JSON.stringify({ id: 'a', pad: 'p'.repeat(1024) }),
   })
   isProblem(t, over, 413, 'OBJECT_TOO_LARGE', 'putObject whose object is over OBJECT_MAX_BYTES')
@@ -196,7 +204,9 @@ tap.test('NDJSON imports: lines over OBJECT_MAX_BYTES and bodies over IMPORT_MAX
   t.ok(body.length > 65536)
   isProblem(t, await importLines(app, u.headers, 'acme', 'users', body), 413, 'PAYLOAD_TOO_LARGE', 'a body over IMPORT_MAX_BYTES (Content-Length)')
   const chunked = await app.inject({
-    method: 'POST', url: '/api/v1/idm/acme/users/import', headers: { ...u.headers, 'content-type': 'application/x-ndjson' },
+    method: 'POST',
+    url: '/api/v1/idm/acme/users/import',
+    headers: { ...u.headers, 'content-type': 'application/x-ndjson' },
     payload: Readable.from(body.match(/[^]{1,4096}/g)!.map((s) => Buffer.from(s))),
   })
   isProblem(t, chunked, 413, 'PAYLOAD_TOO_LARGE', 'a body over IMPORT_MAX_BYTES (streamed)')

@@ -39,7 +39,7 @@ const lineArb = fc.oneof(
     id: fc.string({ unit: 'binary', minLength: 1, maxLength: 20 }),
     pad: fc.constantFrom('', ' ', '\t', '  \t'),
   }).map(({ value, id, pad }) => ({ json: JSON.stringify({ ...value, id }), pad })),
-  fc.constantFrom('', ' ', '\t', '\r', ' \r').map((blank) => ({ json: '', pad: blank })),
+  fc.constantFrom('', ' ', '\t', '\r', ' \r').map((blank) => ({ json: '', pad: blank }))
 )
 
 const bodyArb = fc.record({
@@ -146,7 +146,7 @@ function oracle (buf: Buffer, maxBytes: number): { ok: true, id: string } | { ok
 const idArb = fc.oneof(
   fc.string({ unit: 'binary', maxLength: 300 }),
   fc.string({ unit: fc.constantFrom('a', '\0', '\ud800', '\udc00', 'é', '😀'), maxLength: 260 }),
-  fc.integer(), fc.constant(null), fc.boolean(), fc.array(fc.string(), { maxLength: 2 }),
+  fc.integer(), fc.constant(null), fc.boolean(), fc.array(fc.string(), { maxLength: 2 })
 )
 
 const lineBytesArb = fc.oneof(
@@ -160,7 +160,7 @@ const lineBytesArb = fc.oneof(
       const b = Buffer.from(JSON.stringify({ id }))
       b[at % b.length] = byte
       return b
-    }),
+    })
 )
 
 t.test('parseObjectLine returns a valid id or throws an AppError naming the line', async (t) => {

@@ -1,12 +1,12 @@
 import t from 'tap'
 import http from 'node:http'
 import type { FastifyInstance } from 'fastify'
-import { build, createUser, importLines } from './helpers/build.js'
+import { build, createUser, importLines, sqliteOf } from './helpers/build.js'
 
 const url = (id: string, firmId = 'acme', type = 'users') => `/api/v1/idm/${firmId}/${type}/${encodeURIComponent(id)}`
 
 function countRows (app: FastifyInstance): number {
-  return (app.store.sqlite.prepare('SELECT count(*) AS n FROM objects').get() as { n: number }).n
+  return (sqliteOf(app).prepare('SELECT count(*) AS n FROM objects').get() as { n: number }).n
 }
 
 /** One request over a real socket, the path sent exactly as given (no URL normalisation). */

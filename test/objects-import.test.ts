@@ -3,12 +3,12 @@ import fc from 'fast-check'
 import http from 'node:http'
 import { once } from 'node:events'
 import type { FastifyInstance } from 'fastify'
-import { build, createUser, importLines } from './helpers/build.js'
+import { build, createUser, importLines, sqliteOf } from './helpers/build.js'
 
 type App = FastifyInstance
 
 function countRows (app: App, table: 'objects' | 'import_rows'): number {
-  return (app.store.sqlite.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n
+  return (sqliteOf(app).prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n
 }
 
 async function getObject (app: App, headers: Record<string, string>, firmId: string, type: string, id: string) {

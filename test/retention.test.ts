@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { openStore } from '../src/store/db.js'
-import { ADMIN_TOKEN, createUser, importLines } from './helpers/build.js'
+import { openSqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import { ADMIN_TOKEN, createUser, filesDirOf, importLines } from './helpers/build.js'
 import { buildExportApp, downloadFile, exportPage, NO_RATE_LIMITS, readStatus, startExport, waitForJob, type JobStatusBody } from './helpers/exports.js'
 
 const FIRM = 'acme'
@@ -46,7 +46,7 @@ t.test('the sweeper timer deletes expired files; the status stays Completed, the
   const u = await createUser(app, [FIRM])
   // Files come and go within a second: watch the directory rather than race the sweeper.
   const appeared = new Set<string>()
-  const watcher = watch(app.filesDir, (_event, name) => { if (name) appeared.add(String(name)) })
+  const watcher = watch(filesDirOf(app), (_event, name) => { if (name) appeared.add(String(name)) })
   t.teardown(() => watcher.close())
   const lines = ['a1', 'a2', 'a3', 'a4', 'a5', 'a6', 'a7'].map((id) => JSON.stringify({ id, name: `name of ${id}` }))
   t.equal((await importLines(app, u.headers, FIRM, TYPE, lines)).statusCode, 200)
@@ -67,7 +67,7 @@ t.test('the sweeper timer deletes expired files; the status stays Completed, the
 
   await until('both files to be written', () => appeared.has(`${page1.requestId}.ndjson`) && appeared.has(`${page2.requestId}.ndjson`) ? true : undefined)
   // Nothing else removes files while the app runs: only the timer can.
-  const left = await until('the sweeper to remove the expired files', () => exportFiles(app.filesDir).length === 0 ? [] : undefined)
+  const left = await until('the sweeper to remove the expired files', () => exportFiles(filesDirOf(app)).length === 0 ? [] : undefined)
   t.same(left, [], 'the files directory holds no export file once both have expired')
 
   await expectExpired(t, app, u.headers, page1.requestId)
@@ -107,9 +107,9 @@ t.test('at start-up, export files no completed job owns and files that expired w
 
   // While the server is down: one file's time runs out, and files no job owns appear
   // (an export written but never recorded, a temporary file from a crash).
-  const store = openStore(dataDir)
-  store.sqlite.prepare('UPDATE export_jobs SET expires_at = ? WHERE id = ?').run(Date.now() - 1000, lapsed.requestId)
-  store.sqlite.close()
+  const store = openSqliteStore(dataDir)
+  store.connection.sqlite.prepare('UPDATE export_jobs SET expires_at = ? WHERE id = ?').run(Date.now() - 1000, lapsed.requestId)
+  await store.close()
   const orphan = `export-${randomUUID()}.ndjson`
   const tmp = `.export-${randomUUID()}.1.tmp`
   writeFileSync(join(filesDir, orphan), '{"id":"b1"}\n{"id":"b2"}\n')

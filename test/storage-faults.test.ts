@@ -4,8 +4,7 @@ import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import type { FastifyInstance } from 'fastify'
-import { createObjectsStore } from '../src/store/objects-store.js'
-import { admin, createUser, importLines } from './helpers/build.js'
+import { admin, createUser, filesDirOf, importLines, sqliteOf } from './helpers/build.js'
 import { buildExportApp, postExport, seedObjects, waitForJob, type JobStatusBody } from './helpers/exports.js'
 
 const FIRM = 'acme'
@@ -42,14 +41,14 @@ for (const fault of FAULTS) {
     const lines = ['{"id":"u1","n":1}', '{"id":"u2","n":2}', '{"id":"u3","n":3}']
     t.equal((await importLines(app, owner.headers, FIRM, TYPE, lines)).statusCode, 200)
 
-    fault.apply(app.filesDir)
+    fault.apply(filesDirOf(app))
     const failed = await runExport(app, owner.headers)
     t.equal(failed.status, 'Failed', 'the job fails instead of hanging or crashing the server')
     t.equal(failed.error?.code, 'EXPORT_WRITE_FAILED')
     t.match(failed.error?.message, /could not write the export file/, `a message a person can act on: ${failed.error?.message}`)
     t.match(failed.error?.message, new RegExp(fault.errno), 'naming the system error')
     t.match(failed.error?.message, /DATA_DIR/, 'and where to look')
-    t.notOk(failed.error?.message.includes(app.filesDir), 'without the server\'s paths')
+    t.notOk(failed.error?.message.includes(filesDirOf(app)), 'without the server\'s paths')
     t.notOk(failed.result, 'no result, no fileUrl')
 
     t.equal((await app.inject({ url: '/healthz' })).statusCode, 200, 'healthz still answers 200')
@@ -58,14 +57,14 @@ for (const fault of FAULTS) {
     t.same(read.json(), { id: 'u2', n: 2 })
 
     // Once the disk is back, the same user can start again at once: the slot was freed.
-    rmSync(app.filesDir, { recursive: true, force: true })
-    mkdirSync(app.filesDir)
+    rmSync(filesDirOf(app), { recursive: true, force: true })
+    mkdirSync(filesDirOf(app))
     const retry = await runExport(app, owner.headers)
     t.equal(retry.status, 'Completed', `the owner's next export runs (${JSON.stringify(retry.error)})`)
     t.equal(retry.result?.total, 3)
     const other = await runExport(app, colleague.headers)
     t.equal(other.status, 'Completed', 'and so does a colleague\'s')
-    t.same(tmpFiles(app.filesDir), [], 'no temporary file is left')
+    t.same(tmpFiles(filesDirOf(app)), [], 'no temporary file is left')
   })
 }
 
@@ -78,7 +77,7 @@ t.test('a write that fails after the temporary file was written: Failed, tempora
     const id = `obj-${String(i).padStart(6, '0')}`
     rows.push({ id, doc: Buffer.from(JSON.stringify({ id, pad: 'x'.repeat(420) })) })
   }
-  createObjectsStore(app.store).upsertObjects(FIRM, TYPE, rows, Date.now())
+  await app.store.objects.upsertObjects(FIRM, TYPE, rows, Date.now())
 
   let failed: JobStatusBody | undefined
   for (let round = 1; round <= 5 && failed === undefined; round++) {
@@ -86,7 +85,7 @@ t.test('a write that fails after the temporary file was written: Failed, tempora
     t.equal(res.statusCode, 200, `round ${round}: the export starts`)
     const requestId: string = res.json().requestId
     // Take the final name before the worker renames its temporary file onto it.
-    const blocker = join(app.filesDir, `${requestId}.ndjson`)
+    const blocker = join(filesDirOf(app), `${requestId}.ndjson`)
     try {
       mkdirSync(blocker)
       writeFileSync(join(blocker, 'occupied'), '')
@@ -102,7 +101,7 @@ t.test('a write that fails after the temporary file was written: Failed, tempora
   t.equal(failed.status, 'Failed')
   t.equal(failed.error?.code, 'EXPORT_WRITE_FAILED')
   t.match(failed.error?.message, /could not write the export file \(EISDIR\)/, `the whole file was written, the rename failed: ${failed.error?.message}`)
-  t.same(tmpFiles(app.filesDir), [], 'the temporary file (a whole export of 45 MB) is removed')
+  t.same(tmpFiles(filesDirOf(app)), [], 'the temporary file (a whole export of 45 MB) is removed')
 
   const next = await runExport(app, u.headers)
   t.equal(next.status, 'Completed', 'the slot is free and the next export runs')
@@ -166,7 +165,7 @@ t.test('a database locked by another connection is waited for, not failed at onc
     { name: 'starting an export', status: 200, run: () => postExport(app, u.headers, FIRM, TYPE) },
   ]
   for (const write of writes) {
-    const { value: res, startedAt, doneAt, releasedAt } = await whileLocked(app.store.path, HOLD_MS, write.run)
+    const { value: res, startedAt, doneAt, releasedAt } = await whileLocked(sqliteOf(app).name, HOLD_MS, write.run)
     t.ok(startedAt < releasedAt, `${write.name}: sent while another connection held the write lock`)
     t.equal(res.statusCode, write.status, `${write.name} succeeds once the lock is released${res.statusCode === write.status ? '' : ` (${res.body})`}`)
     t.ok(doneAt >= releasedAt, `${write.name} waited for the lock (${doneAt - startedAt} ms) instead of failing at once`)
@@ -180,7 +179,7 @@ t.test('a database locked by another connection is waited for, not failed at onc
 t.test('a database locked past busy_timeout: writes answer 503 and change nothing; a running export is recorded once the lock goes, without blocking the server meanwhile', async (t) => {
   const app = await buildExportApp(t)
   const u = await createUser(app, [FIRM])
-  seedObjects(app, FIRM, TYPE, 100_000)
+  await seedObjects(app, FIRM, TYPE, 100_000)
 
   // The export starts, then the database is locked (6 s, past the 5 s busy_timeout)
   // while the worker writes: its progress and its end cannot be recorded until the lock goes.
@@ -189,8 +188,8 @@ t.test('a database locked past busy_timeout: writes answer 503 and change nothin
   const requestId = started.json().requestId as string
   let healthAnswers = 0
   let statusAtLock: unknown
-  const { releasedAt } = await whileLocked(app.store.path, 6000, async () => {
-    statusAtLock = app.store.sqlite.prepare('SELECT status FROM export_jobs WHERE id = ?').pluck().get(requestId)
+  const { releasedAt } = await whileLocked(sqliteOf(app).name, 6000, async () => {
+    statusAtLock = sqliteOf(app).prepare('SELECT status FROM export_jobs WHERE id = ?').pluck().get(requestId)
     const until = Date.now() + 4000
     while (Date.now() < until) {
       if ((await app.inject({ url: '/healthz' })).statusCode === 200) healthAnswers++
@@ -204,7 +203,7 @@ t.test('a database locked past busy_timeout: writes answer 503 and change nothin
   t.equal(done.result?.total, 100_000)
   t.ok(Date.now() >= releasedAt)
 
-  const { value: res } = await whileLocked(app.store.path, 6000, () =>
+  const { value: res } = await whileLocked(sqliteOf(app).name, 6000, () =>
     app.inject({ method: 'PUT', url: `/api/v1/idm/${FIRM}/${TYPE}/locked`, headers: u.headers, payload: { id: 'locked' } }))
   t.equal(res.statusCode, 503, 'a write still locked out after busy_timeout is a 503')
   t.equal(res.json().code, 'SERVICE_UNAVAILABLE')

@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { AppError } from '../errors.js'
-import { secretsEqual } from '../services/admin.js'
 import type { Principal } from '../services/access.js'
+import { secretsEqual } from '../services/admin.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -12,8 +12,6 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** The security scheme the spec names for the operation. */
     security?: 'userToken' | 'adminToken' | 'none'
-    /** The operation's JSON body is optional: a missing one validates as `{}`. */
-    optionalBody?: boolean
   }
 }
 
@@ -46,8 +44,8 @@ export default fp(async function authPlugin (app: FastifyInstance) {
       if (!secretsEqual(token, admin)) throw new AppError('UNAUTHENTICATED', 'the admin token is not valid')
       return
     }
-    const principal = app.services.admin.authenticate(token)
+    const principal = await app.services.admin.authenticate(token)
     if (!principal) throw new AppError('UNAUTHENTICATED', 'the token is unknown or revoked')
     request.principal = principal
   })
-}, { name: 'auth', dependencies: ['db'] })
+}, { name: 'auth', dependencies: ['services'] })

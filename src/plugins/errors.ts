@@ -1,5 +1,7 @@
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
+import type { Socket } from 'node:net'
+import type { Config } from '../config.js'
 import { AppError, ERRORS, problemType, type ErrorCode } from '../errors.js'
 
 /** Fastify's own 4xx errors, by status, mapped onto our codes. */
@@ -29,7 +31,7 @@ function describeValidation (error: FastifyError): { detail: string, errors: Arr
 }
 
 /** Turns any error into the AppError that describes it to the client. */
-export function toAppError (error: FastifyError | AppError | Error): AppError {
+function toAppError (error: FastifyError | AppError | Error): AppError {
   if (error instanceof AppError) return error
   const fe = error as FastifyError
   if (fe.validation) {
@@ -44,14 +46,6 @@ export function toAppError (error: FastifyError | AppError | Error): AppError {
   if (fe instanceof SyntaxError || fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
     return new AppError('VALIDATION_FAILED', 'the body is not valid JSON')
   }
-  // The database stayed locked past busy_timeout, or the disk is full: nothing was
-  // written, and the client may retry.
-  if (typeof fe.code === 'string' && /^SQLITE_(BUSY|LOCKED)/.test(fe.code)) {
-    return new AppError('SERVICE_UNAVAILABLE', 'the database is busy; nothing was changed, retry in a moment')
-  }
-  if (typeof fe.code === 'string' && fe.code.startsWith('SQLITE_FULL')) {
-    return new AppError('SERVICE_UNAVAILABLE', "the server's disk is full; nothing was changed")
-  }
   const status = fe.statusCode
   if (status !== undefined && status >= 400 && status < 500) {
     // Fastify's own client errors (bad URL, proto keys, …): their messages hold no secrets.
@@ -60,22 +54,64 @@ export function toAppError (error: FastifyError | AppError | Error): AppError {
   return new AppError('INTERNAL')
 }
 
+/** The RFC 9457 body of a problem. */
+function problemBody (code: ErrorCode, detail: string, extra: object = {}, instance?: string) {
+  return {
+    type: problemType(code),
+    title: ERRORS[code].title,
+    status: ERRORS[code].status,
+    detail,
+    ...(instance === undefined ? {} : { instance }),
+    code,
+    ...extra,
+  }
+}
+
 /** Sends an AppError as an RFC 9457 problem. */
-export function sendProblem (request: FastifyRequest, reply: FastifyReply, err: AppError): FastifyReply {
+function sendProblem (request: FastifyRequest, reply: FastifyReply, err: AppError): FastifyReply {
   if (err.code === 'UNAUTHENTICATED') reply.header('WWW-Authenticate', 'Bearer')
   if (err.code === 'SERVICE_UNAVAILABLE') reply.header('Retry-After', '1')
-  const body = {
-    type: problemType(err.code),
-    title: ERRORS[err.code].title,
-    status: err.status,
-    detail: err.code === 'INTERNAL'
-      ? `an unexpected error occurred; it has been logged with request id ${request.id}`
-      : err.detail ?? ERRORS[err.code].title,
-    instance: request.url.split('?')[0],
-    code: err.code,
-    ...err.extra,
-  }
+  const detail = err.code === 'INTERNAL'
+    ? `an unexpected error occurred; it has been logged with request id ${request.id}`
+    : err.detail ?? ERRORS[err.code].title
+  const body = problemBody(err.code, detail, err.extra, request.url.split('?')[0])
   return reply.code(err.status).type('application/problem+json; charset=utf-8').send(body)
+}
+
+/** The URL limit (MAX_URL_BYTES) as a problem. */
+export function uriTooLong (maxUrlBytes: number): AppError {
+  return new AppError('URI_TOO_LONG', `the URL is longer than ${maxUrlBytes} bytes (MAX_URL_BYTES)`)
+}
+
+/**
+ * Fastify's `frameworkErrors`: a URL the router cannot take (bad percent-encoding, an
+ * over-long segment) is a problem like any other error. The router refuses it before the
+ * onRequest hooks, so the URL limit is checked here too; and the URL is not echoed: its
+ * query may hold a `sig`.
+ */
+export function frameworkErrors (config: Pick<Config, 'maxUrlBytes'>): NonNullable<FastifyServerOptions['frameworkErrors']> {
+  return (error, request, reply) => {
+    if (request.url.length > config.maxUrlBytes) return sendProblem(request, reply, uriTooLong(config.maxUrlBytes))
+    if (error.code === 'FST_ERR_BAD_URL' || error.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+      return sendProblem(request, reply, new AppError('VALIDATION_FAILED', 'the URL path is not valid: bad percent-encoding, or a path segment longer than 1024 characters'))
+    }
+    return sendProblem(request, reply, toAppError(error))
+  }
+}
+
+/**
+ * Node refuses oversized headers (16 KiB) and malformed requests before Fastify sees
+ * them; they are answered as problems too, on the raw socket, which is then closed.
+ */
+export function clientErrorHandler (err: NodeJS.ErrnoException, socket: Socket): void {
+  const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'HEADERS_TOO_LARGE' : 'VALIDATION_FAILED'
+  const { status, title } = ERRORS[code]
+  const body = JSON.stringify(problemBody(code, code === 'HEADERS_TOO_LARGE' ? 'the request headers are larger than 16 KiB' : 'the request is not valid HTTP'))
+  if (socket.writable) {
+    socket.end(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  } else {
+    socket.destroy(err)
+  }
 }
 
 /** Every error and every unknown route answers an RFC 9457 problem+json. */

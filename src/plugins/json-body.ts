@@ -1,5 +1,13 @@
 import type { FastifyBodyParser, FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
 import { decodeUtf8Body } from '../services/ndjson.js'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The operation's JSON body is optional: a missing one validates as `{}`. */
+    optionalBody?: boolean
+  }
+}
 
 /**
  * The application/json parser every JSON operation uses: strict UTF-8 (invalid bytes are
@@ -22,3 +30,14 @@ export function jsonBodyParser (instance: FastifyInstance, keepText?: (request: 
     })
   }
 }
+
+/** JSON bodies: the strict parser above, nothing but JSON, and optional bodies as `{}`. */
+export default fp(async function jsonBodyPlugin (app: FastifyInstance) {
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, jsonBodyParser(app))
+  // JSON operations take JSON only: a text/plain body is a 415, not a string failing the schema.
+  app.removeContentTypeParser('text/plain')
+  app.addHook('preValidation', async (request) => {
+    if (request.body === undefined && request.routeOptions.config?.optionalBody) request.body = {}
+  })
+}, { name: 'json-body' })

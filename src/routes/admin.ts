@@ -10,30 +10,30 @@ export default async function adminRoutes (fastify: FastifyInstance) {
   app.route({
     ...operations.putFirm,
     handler: async (request, reply) => {
-      const { firm, created } = admin.putFirm(request.params.firmId, request.body?.name)
+      const { firm, created } = await admin.putFirm(request.params.firmId, request.body?.name)
       return reply.code(created ? 201 : 200).send(firm)
     },
   })
 
   app.route({
     ...operations.createUser,
-    handler: async (request, reply) => reply.code(201).send(admin.createUser(request.body.name, request.body.firms)),
+    handler: async (request, reply) => reply.code(201).send(await admin.createUser(request.body.name, request.body.firms)),
   })
 
   app.route({
     ...operations.listUserTokens,
-    handler: async (request) => ({ tokens: admin.listTokens(request.params.userId) }),
+    handler: async (request) => ({ tokens: await admin.listTokens(request.params.userId) }),
   })
 
   app.route({
     ...operations.createUserToken,
-    handler: async (request, reply) => reply.code(201).send(admin.issueToken(request.params.userId)),
+    handler: async (request, reply) => reply.code(201).send(await admin.issueToken(request.params.userId)),
   })
 
   app.route({
     ...operations.revokeUserToken,
     handler: async (request, reply) => {
-      admin.revokeToken(request.params.userId, request.params.tokenId)
+      await admin.revokeToken(request.params.userId, request.params.tokenId)
       return reply.code(204).send()
     },
   })

@@ -56,7 +56,7 @@ export default async function objectsRoutes (fastify: FastifyInstance) {
     handler: async (request, reply) => {
       const { firmId, objectType, objectId } = request.params
       requireFirmAccess(principalOf(request), firmId)
-      return reply.type('application/json; charset=utf-8').send(asStored(objects.getObject(firmId, objectType, objectId)))
+      return reply.type('application/json; charset=utf-8').send(asStored(await objects.getObject(firmId, objectType, objectId)))
     },
   })
 
@@ -72,7 +72,7 @@ export default async function objectsRoutes (fastify: FastifyInstance) {
       handler: async (request, reply) => {
         const { firmId, objectType, objectId } = request.params
         requireFirmAccess(principalOf(request), firmId)
-        const { created, doc } = objects.putObject(firmId, objectType, objectId, request.body, bodyText.get(request))
+        const { created, doc } = await objects.putObject(firmId, objectType, objectId, request.body, bodyText.get(request))
         return reply.code(created ? 201 : 200).type('application/json; charset=utf-8').send(asStored(doc))
       },
     })
@@ -83,7 +83,7 @@ export default async function objectsRoutes (fastify: FastifyInstance) {
     handler: async (request, reply) => {
       const { firmId, objectType, objectId } = request.params
       requireFirmAccess(principalOf(request), firmId)
-      objects.deleteObject(firmId, objectType, objectId)
+      await objects.deleteObject(firmId, objectType, objectId)
       return reply.code(204).send()
     },
   })

@@ -6,17 +6,15 @@ import { AppError } from '../errors.js'
 /** Health, readiness and the API description. */
 export default async function operationsRoutes (fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
-  let closing = false
-  app.addHook('preClose', async () => { closing = true })
 
   app.route({ ...operations.getHealth, handler: async () => ({ status: 'ok' as const }) })
 
   app.route({
     ...operations.getReadiness,
     handler: async () => {
-      if (closing) throw new AppError('SERVICE_UNAVAILABLE', 'the server is shutting down')
+      if (app.stopping) throw new AppError('SERVICE_UNAVAILABLE', 'the server is shutting down')
       try {
-        app.store.sqlite.prepare('SELECT 1').get()
+        await app.store.ping()
       } catch {
         throw new AppError('SERVICE_UNAVAILABLE', 'the database does not answer')
       }

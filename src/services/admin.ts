@@ -1,13 +1,14 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto'
+import type { CreatedToken, CreatedUser, Firm, TokenInfo } from '../contract/generated.js'
 import { AppError } from '../errors.js'
-import * as adminStore from '../store/admin-store.js'
-import type { Store } from '../store/db.js'
+import type { AdminStore } from '../store/admin-store.js'
+import type { Store } from '../store/store.js'
 import type { Principal } from './access.js'
 
 const TOKEN_PREFIX = 'bes_'
 
 /** SHA-256 of a token, hex: what the database keeps instead of the token. */
-export function hashToken (token: string): string {
+function hashToken (token: string): string {
   return createHash('sha256').update(token).digest('hex')
 }
 
@@ -32,48 +33,57 @@ function iso (ms: number): string {
   return new Date(ms).toISOString()
 }
 
-export function createAdminService ({ db, sqlite }: Store, now = Date.now) {
-  function newToken (userId: string): { tokenId: string, token: string } {
+/** Firms, users and their tokens (the admin API), and who a bearer token stands for. */
+export function createAdminService (store: Store, now = Date.now) {
+  async function newToken (admin: AdminStore, userId: string): Promise<CreatedToken> {
     // 256 random bits; the token is returned once and only its hash is stored.
     const token = TOKEN_PREFIX + randomBytes(32).toString('base64url')
     const tokenId = `token-${randomUUID()}`
-    adminStore.insertToken(db, { id: tokenId, userId, hash: hashToken(token), prefix: token.slice(0, 10), createdAt: now() })
+    await admin.insertToken({ id: tokenId, userId, hash: hashToken(token), prefix: token.slice(0, 10), createdAt: now() })
     return { tokenId, token }
   }
 
-  function requireUser (userId: string): void {
-    if (!adminStore.findUser(db, userId)) throw new AppError('NOT_FOUND', `no user '${userId}'`)
+  async function requireUser (admin: AdminStore, userId: string): Promise<void> {
+    if (!await admin.findUser(userId)) throw new AppError('NOT_FOUND', `no user '${userId}'`)
   }
 
   return {
-    putFirm (firmId: string, name: string | undefined) {
+    /** Creates the firm, or renames it when a name is given; tells which. */
+    putFirm: async (firmId: string, name: string | undefined): Promise<{ created: boolean, firm: Firm }> => {
       requireWellFormedName(name)
-      const { firm, created } = adminStore.upsertFirm(db, firmId, name, now())
-      return { created, firm: { firmId: firm.id, name: firm.name, createdAt: iso(firm.createdAt) } }
+      const { created, row } = await store.transaction(async (tx) => {
+        const fresh = { id: firmId, name: name ?? firmId, createdAt: now() }
+        if (await tx.admin.insertFirm(fresh)) return { created: true, row: fresh }
+        const existing = await tx.admin.findFirm(firmId)
+        if (!existing) throw new Error(`firm ${firmId} neither inserted nor found`)
+        const renamed = name !== undefined && name !== existing.name ? await tx.admin.renameFirm(firmId, name) : undefined
+        return { created: false, row: renamed ?? existing }
+      })
+      return { created, firm: { firmId: row.id, name: row.name, createdAt: iso(row.createdAt) } }
     },
 
-    // IMMEDIATE transactions: one that reads before it writes gets SQLITE_BUSY at once,
-    // without waiting (busy_timeout), when another connection holds the write lock.
-    createUser: (name: string, firms: string[]) => sqlite.transaction(() => {
+    createUser: (name: string, firms: string[]): Promise<CreatedUser> => {
       requireWellFormedName(name)
-      const known = new Set(adminStore.findFirmIds(db, firms))
-      const missing = firms.filter((f) => !known.has(f))
-      if (missing.length) {
-        throw new AppError('VALIDATION_FAILED', `unknown firm(s): ${missing.join(', ')}; create them first with PUT /api/v1/admin/firms/{firmId}`)
-      }
-      const userId = `user-${randomUUID()}`
-      adminStore.insertUser(db, { id: userId, name, createdAt: now() }, firms)
-      return { userId, name, firms, ...newToken(userId) }
-    }).immediate(),
+      return store.transaction(async (tx) => {
+        const known = new Set(await tx.admin.findFirmIds(firms))
+        const missing = firms.filter((f) => !known.has(f))
+        if (missing.length) {
+          throw new AppError('VALIDATION_FAILED', `unknown firm(s): ${missing.join(', ')}; create them first with PUT /api/v1/admin/firms/{firmId}`)
+        }
+        const userId = `user-${randomUUID()}`
+        await tx.admin.insertUser({ id: userId, name, createdAt: now() }, firms)
+        return { userId, name, firms, ...await newToken(tx.admin, userId) }
+      })
+    },
 
-    issueToken: (userId: string) => sqlite.transaction(() => {
-      requireUser(userId)
-      return newToken(userId)
-    }).immediate(),
+    issueToken: (userId: string): Promise<CreatedToken> => store.transaction(async (tx) => {
+      await requireUser(tx.admin, userId)
+      return newToken(tx.admin, userId)
+    }),
 
-    listTokens (userId: string) {
-      requireUser(userId)
-      return adminStore.selectTokensOfUser(db, userId).map((t) => ({
+    listTokens: async (userId: string): Promise<TokenInfo[]> => {
+      await requireUser(store.admin, userId)
+      return (await store.admin.selectTokensOfUser(userId)).map((t) => ({
         tokenId: t.id,
         prefix: t.prefix,
         createdAt: iso(t.createdAt),
@@ -81,20 +91,20 @@ export function createAdminService ({ db, sqlite }: Store, now = Date.now) {
       }))
     },
 
-    revokeToken (userId: string, tokenId: string): void {
-      requireUser(userId)
-      if (!adminStore.markTokenRevoked(db, userId, tokenId, now())) {
+    revokeToken: async (userId: string, tokenId: string): Promise<void> => {
+      await requireUser(store.admin, userId)
+      if (!await store.admin.markTokenRevoked(userId, tokenId, now())) {
         throw new AppError('NOT_FOUND', `user '${userId}' has no token '${tokenId}'`)
       }
     },
 
     /** The principal a bearer token stands for, or undefined when unknown or revoked. */
-    authenticate (token: string): Principal | undefined {
+    authenticate: async (token: string): Promise<Principal | undefined> => {
       if (!token.startsWith(TOKEN_PREFIX) || token.length > 200) return undefined
       const hash = hashToken(token)
-      const row = adminStore.findLiveTokenByHash(db, hash)
+      const row = await store.admin.findLiveTokenByHash(hash)
       if (!row || !timingSafeEqual(Buffer.from(row.hash), Buffer.from(hash))) return undefined
-      return { userId: row.userId, tokenId: row.id, firms: new Set(adminStore.selectUserFirmIds(db, row.userId)) }
+      return { userId: row.userId, tokenId: row.id, firms: new Set(await store.admin.selectUserFirmIds(row.userId)) }
     },
   }
 }

@@ -9,7 +9,7 @@ function isBlank (b: number): boolean {
 }
 
 /** The line without surrounding spaces, tabs and carriage returns (no copy). */
-export function trimLine (line: Buffer): Buffer {
+function trimLine (line: Buffer): Buffer {
   let start = 0
   let end = line.length
   while (start < end && isBlank(line[start])) start++

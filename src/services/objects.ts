@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto'
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import type { Config } from '../config.js'
 import { AppError } from '../errors.js'
-import type { ObjectsStore, StagedRow } from '../store/objects-store.js'
+import type { StagedRow } from '../store/objects-store.js'
+import type { Store } from '../store/store.js'
 import { compactJson, isValidObjectId, parseObjectLine, readLines } from './ndjson.js'
 
 /** How many validated lines are staged per write transaction. */
@@ -11,17 +12,33 @@ const STAGE_BATCH_BYTES = 8 * 1024 * 1024
 /** Lines moved into `objects` per transaction: small enough to keep the event loop free. */
 const MERGE_BATCH_ROWS = 2000
 
-export function createObjectsService (store: ObjectsStore, config: Pick<Config, 'objectMaxBytes' | 'importMaxBytes'>, now = Date.now) {
+/** Imports (all or nothing, streamed) and one-object reads and writes. */
+export function createObjectsService (store: Store, config: Pick<Config, 'objectMaxBytes' | 'importMaxBytes'>, now = Date.now) {
+  const objects = store.objects
+
+  /**
+   * Moves the next batch of an import's staged lines into the collection, or, when
+   * `apply` is false, drops it; in one transaction. Returns how many lines it took.
+   */
+  function takeBatch (importId: string, firmId: string, type: string, limit: number, apply: boolean): Promise<number> {
+    return store.transaction(async (tx) => {
+      const end = await tx.objects.selectStagedBatchEnd(importId, limit)
+      if (end === undefined) return 0
+      if (apply) await tx.objects.mergeStagedRows(importId, firmId, type, end, now())
+      return tx.objects.deleteStagedRows(importId, end)
+    })
+  }
+
   /** Moves all staged lines of a valid import into `objects`, a batch at a time. */
   async function merge (importId: string, firmId: string, type: string): Promise<void> {
-    while (store.mergeStagedBatch(importId, firmId, type, now(), MERGE_BATCH_ROWS) > 0) await yieldToEventLoop()
-    store.deleteImport(importId)
+    while (await takeBatch(importId, firmId, type, MERGE_BATCH_ROWS, true) > 0) await yieldToEventLoop()
+    await objects.deleteImport(importId)
   }
 
   /** Drops the staged lines of an import that will not be applied. */
   async function discard (importId: string): Promise<void> {
-    while (store.deleteStagedBatch(importId, MERGE_BATCH_ROWS * 5) > 0) await yieldToEventLoop()
-    store.deleteImport(importId)
+    while (await takeBatch(importId, '', '', MERGE_BATCH_ROWS * 5, false) > 0) await yieldToEventLoop()
+    await objects.deleteImport(importId)
   }
 
   return {
@@ -32,7 +49,7 @@ export function createObjectsService (store: ObjectsStore, config: Pick<Config, 
     async recoverImports (): Promise<{ finished: number, discarded: number }> {
       let finished = 0
       let discarded = 0
-      for (const imp of store.selectImports()) {
+      for (const imp of await objects.selectImports()) {
         if (imp.state === 'merging') {
           await merge(imp.id, imp.firmId, imp.type)
           finished++
@@ -51,7 +68,7 @@ export function createObjectsService (store: ObjectsStore, config: Pick<Config, 
      */
     async importNdjson (firmId: string, type: string, body: AsyncIterable<Buffer>): Promise<{ imported: number }> {
       const importId = randomUUID()
-      store.insertImport(importId, firmId, type, now())
+      await objects.insertImport(importId, firmId, type, now())
       let batch: StagedRow[] = []
       let batchBytes = 0
       let count = 0
@@ -62,24 +79,24 @@ export function createObjectsService (store: ObjectsStore, config: Pick<Config, 
           batchBytes += line.length
           count++
           if (batch.length >= STAGE_BATCH_ROWS || batchBytes >= STAGE_BATCH_BYTES) {
-            store.insertStagedRows(importId, batch)
+            await objects.insertStagedRows(importId, batch)
             batch = []
             batchBytes = 0
           }
         }
-        if (batch.length) store.insertStagedRows(importId, batch)
+        if (batch.length) await objects.insertStagedRows(importId, batch)
       } catch (err) {
         await discard(importId)
         throw err
       }
-      store.markImportMerging(importId)
+      await objects.markImportMerging(importId)
       await merge(importId, firmId, type)
       return { imported: count }
     },
 
     /** The stored JSON bytes of one object; 404 when absent. */
-    getObject (firmId: string, type: string, id: string): Buffer {
-      const doc = store.selectObjectDoc(firmId, type, id)
+    async getObject (firmId: string, type: string, id: string): Promise<Buffer> {
+      const doc = await objects.selectObjectDoc(firmId, type, id)
       if (!doc) throw new AppError('NOT_FOUND', `no ${type} object with id '${id}' in firm '${firmId}'`)
       return doc
     },
@@ -88,7 +105,7 @@ export function createObjectsService (store: ObjectsStore, config: Pick<Config, 
      * Stores one object under its id; tells whether it was created. `text` is the body's
      * JSON text: stored compacted rather than re-serialized, so numbers keep their digits.
      */
-    putObject (firmId: string, type: string, id: string, body: Record<string, unknown>, text?: string): { created: boolean, doc: Buffer } {
+    async putObject (firmId: string, type: string, id: string, body: Record<string, unknown>, text?: string): Promise<{ created: boolean, doc: Buffer }> {
       if (!isValidObjectId(id)) throw new AppError('VALIDATION_FAILED', 'the object id must be 1 to 256 well-formed characters without NUL')
       if (body.id !== id) {
         throw new AppError('VALIDATION_FAILED', `the body's "id" (${JSON.stringify(body.id)}) must equal the objectId of the path ('${id}')`)
@@ -97,12 +114,18 @@ export function createObjectsService (store: ObjectsStore, config: Pick<Config, 
       if (doc.length > config.objectMaxBytes) {
         throw new AppError('OBJECT_TOO_LARGE', `the object is ${doc.length} bytes; the limit is ${config.objectMaxBytes} (OBJECT_MAX_BYTES)`)
       }
-      return { created: store.upsertObject(firmId, type, id, doc, now()), doc }
+      const created = await store.transaction(async (tx) => {
+        const at = now()
+        if (await tx.objects.updateObjectDoc(firmId, type, id, doc, at)) return false
+        await tx.objects.insertObject(firmId, type, id, doc, at)
+        return true
+      })
+      return { created, doc }
     },
 
     /** Deletes one object; 404 when absent. */
-    deleteObject (firmId: string, type: string, id: string): void {
-      if (!store.deleteObject(firmId, type, id)) {
+    async deleteObject (firmId: string, type: string, id: string): Promise<void> {
+      if (!await objects.deleteObject(firmId, type, id)) {
         throw new AppError('NOT_FOUND', `no ${type} object with id '${id}' in firm '${firmId}'`)
       }
     },

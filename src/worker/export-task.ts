@@ -1,12 +1,13 @@
 import { closeSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type { MessagePort } from 'node:worker_threads'
-import { openExportReader, type ExportReader } from '../store/export-reader.js'
+import type { JobErrorCode } from '../contract/generated.js'
+import { openExportReader, type ExportReader } from '../store/sqlite/export-reader.js'
 import { NdjsonWriter } from './ndjson-writer.js'
 
 /** One export page to write: plain data only (crosses the thread boundary). */
 export interface ExportTask {
-  jobId: string
+  /** The database to read (Store.readerSource). */
   dbPath: string
   firmId: string
   objectType: string
@@ -23,7 +24,7 @@ export interface ExportTask {
 
 export type ExportOutcome =
   | { ok: true, total: number, bytes: number, sha256: string, lastId: string | null, hasMore: boolean }
-  | { ok: false, code: 'EXPORT_WRITE_FAILED' | 'EXPORT_READ_FAILED', message: string }
+  | { ok: false, code: Extract<JobErrorCode, 'EXPORT_WRITE_FAILED' | 'EXPORT_READ_FAILED'>, message: string }
 
 // One read-only connection per worker thread and database, reused across tasks.
 const readers = new Map<string, ExportReader>()

@@ -1,9 +1,12 @@
+import type Database from 'better-sqlite3'
 import type { FastifyInstance } from 'fastify'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp } from '../../src/app.js'
 import { loadConfig, type Config } from '../../src/config.js'
+import { exportsDir } from '../../src/files/local-storage.js'
+import type { SqliteStore } from '../../src/store/sqlite/sqlite-store.js'
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789'
 
@@ -49,4 +52,14 @@ export async function importLines (app: FastifyInstance, headers: Record<string,
     headers: { ...headers, 'content-type': 'application/x-ndjson' },
     payload: typeof lines === 'string' ? lines : lines.map((l) => l + '\n').join(''),
   })
+}
+
+/** The app's own SQLite connection, for tests that look at (or break) the database itself. */
+export function sqliteOf (app: FastifyInstance): Database.Database {
+  return (app.store as SqliteStore).connection.sqlite
+}
+
+/** The directory the app keeps its export files in. */
+export function filesDirOf (app: FastifyInstance): string {
+  return exportsDir(app.config)
 }

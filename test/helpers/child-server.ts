@@ -3,9 +3,9 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { DB_FILE, openStore } from '../../src/store/db.js'
-import type { JobRow } from '../../src/store/exports-store.js'
-import { createObjectsStore } from '../../src/store/objects-store.js'
+import type { ExportJob } from '../../src/store/exports-store.js'
+import { DB_FILE } from '../../src/store/sqlite/connection.js'
+import { openSqliteStore } from '../../src/store/sqlite/sqlite-store.js'
 import { ADMIN_TOKEN } from './build.js'
 import { NO_RATE_LIMITS } from './exports.js'
 
@@ -138,10 +138,10 @@ export interface Seeded { count: number, bytes: number, sha256: string, firstId:
  * (ids in key order), the way the demo seed does, and closes it. Returns the size and
  * SHA-256 the NDJSON file of the whole collection must have.
  */
-export function seedDataDir (dataDir: string, firmId: string, type: string, count: number, docBytes = 900): Seeded {
-  const store = openStore(dataDir)
+export async function seedDataDir (dataDir: string, firmId: string, type: string, count: number, docBytes = 900): Promise<Seeded> {
+  const store = openSqliteStore(dataDir)
   try {
-    const objects = createObjectsStore(store)
+    const objects = store.objects
     const hash = createHash('sha256')
     let bytes = 0
     const id = (i: number): string => `obj-${String(i).padStart(7, '0')}`
@@ -155,16 +155,16 @@ export function seedDataDir (dataDir: string, firmId: string, type: string, coun
         hash.update(doc).update('\n')
         bytes += doc.length + 1
       }
-      objects.upsertObjects(firmId, type, rows, Date.now())
+      await objects.upsertObjects(firmId, type, rows, Date.now())
     }
     return { count, bytes, sha256: hash.digest('hex'), firstId: id(0), lastId: id(count - 1) }
   } finally {
-    store.sqlite.close()
+    await store.close()
   }
 }
 
 /** The columns of a job row the process tests look at. */
-export type JobRecord = Pick<JobRow, 'id' | 'status' | 'attempts' | 'processed' | 'total' | 'fileName' | 'sha256' | 'errorCode' | 'errorMessage' | 'startedAt' | 'finishedAt' | 'expiresAt'>
+export type JobRecord = Pick<ExportJob, 'id' | 'status' | 'attempts' | 'processed' | 'total' | 'fileName' | 'sha256' | 'errorCode' | 'errorMessage' | 'startedAt' | 'finishedAt' | 'expiresAt'>
 
 /** Reads one job row straight from the database file (read-only; the server may be down). */
 export function readJobRow (dataDir: string, requestId: string): JobRecord | undefined {

@@ -1,7 +1,7 @@
-import { createObjectsStore } from '../../src/store/objects-store.js'
 import { randomUUID } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import type { FastifyInstance } from 'fastify'
+import type { RequestStatus } from '../../src/contract/generated.js'
 import { build } from './build.js'
 
 /**
@@ -15,17 +15,8 @@ export async function buildExportApp (t: Parameters<typeof build>[0], env: Recor
   return build(t, { ...NO_RATE_LIMITS, ...env })
 }
 
-/** A finished job's status body (Completed or Failed). */
-export interface JobStatusBody {
-  requestId: string
-  status: 'Pending' | 'InProgress' | 'Completed' | 'Failed'
-  firmId: string
-  objectType: string
-  createdAt: string
-  progress: { processed: number, total?: number }
-  result?: { total: number, fileUrl: string, nextCursor: string | null, bytes: number, sha256: string, expiresAt: string }
-  error?: { code: string, message: string }
-}
+/** A job's status body, as the contract defines it. */
+export type JobStatusBody = RequestStatus
 
 /** One status read, as seen while polling. */
 export interface Poll { status: string, processed: number, retryAfter: string | undefined }
@@ -127,11 +118,11 @@ export function randomId (): string {
 }
 
 /** Loads `n` objects of a few hundred bytes with random ids straight into the store. */
-export function seedObjects (app: FastifyInstance, firmId: string, type: string, n: number): void {
+export async function seedObjects (app: FastifyInstance, firmId: string, type: string, n: number): Promise<void> {
   const filler = 'x'.repeat(200)
   const rows = Array.from({ length: n }, (_, i) => {
     const id = randomUUID()
     return { id, doc: Buffer.from(JSON.stringify({ id, i, filler })) }
   })
-  createObjectsStore(app.store).upsertObjects(firmId, type, rows, Date.now())
+  await app.store.objects.upsertObjects(firmId, type, rows, Date.now())
 }

@@ -27,7 +27,7 @@ function hex (rand: () => number, n: number): string {
 }
 
 /** A random-looking UUID (v4 layout) from the PRNG, so ids arrive in random key order. */
-export function uuid (rand: () => number): string {
+function uuid (rand: () => number): string {
   return `${hex(rand, 8)}-${hex(rand, 4)}-4${hex(rand, 3)}-${'89ab'[Math.floor(rand() * 4)]}${hex(rand, 3)}-${hex(rand, 12)}`
 }
 

@@ -1,7 +1,7 @@
-/** Latency samples and percentiles shared by the benchmark and soak scripts. */
+/** Latency samples and their percentiles, for the benchmark and soak scripts. */
 
 /** The p-quantile (0..1) of an ascending array, nearest-rank; NaN when empty. */
-export function percentile (sorted: Float64Array, p: number): number {
+function percentile (sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return Number.NaN
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]
 }
@@ -23,4 +23,14 @@ export class Samples {
 
   /** A sorted copy of the samples. */
   sorted (): Float64Array { return this.data.slice(0, this.length).sort() }
+}
+
+/** Count, median, 99th percentile and maximum of ascending samples (NaN where empty). */
+export function summarize (sorted: Float64Array): { count: number, p50: number, p99: number, max: number } {
+  return {
+    count: sorted.length,
+    p50: percentile(sorted, 0.5),
+    p99: percentile(sorted, 0.99),
+    max: sorted.length ? sorted[sorted.length - 1] : Number.NaN,
+  }
 }

@@ -1,0 +1,76 @@
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { createLocalStorage, exportsDir } from '../files/local-storage.js'
+import { createAdminService, type AdminService } from '../services/admin.js'
+import { createExportScheduler, type ExportScheduler } from '../services/export-scheduler.js'
+import { createExportsService, type ExportsService } from '../services/exports.js'
+import { createFilesService, type FilesService } from '../services/files.js'
+import { createObjectsService, type ObjectsService } from '../services/objects.js'
+import { createSigner, loadSigningSecret, type Signer } from '../services/signing.js'
+import { createExportPool } from '../worker/pool.js'
+
+/** Every service, built once on the store; routes reach them as `app.services.<area>`. */
+interface Services {
+  readonly admin: AdminService
+  readonly objects: ObjectsService
+  readonly exports: ExportsService
+  readonly scheduler: ExportScheduler
+  readonly files: FilesService
+  readonly signer: Signer
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    services: Services
+  }
+}
+
+/**
+ * Builds the services and the export worker pool, and finishes the imports a stop
+ * interrupted. When the server is ready it recovers interrupted exports, cleans the
+ * files directory and starts the queue and the retention sweeper; a stop starts no new job, lets running ones finish
+ * for SHUTDOWN_GRACE_SECONDS and ends the workers.
+ */
+export default fp(async function servicesPlugin (app: FastifyInstance) {
+  const { config, store, log } = app
+  const signer = createSigner(loadSigningSecret(config.dataDir, config.signingSecret))
+  const storage = createLocalStorage(exportsDir(config))
+  const pool = createExportPool(config.exportWorkers)
+  const files = createFilesService({ store, storage, signer })
+  const scheduler = createExportScheduler({ store, storage, signer, runTask: pool.run, config, log })
+  const services: Services = {
+    admin: createAdminService(store),
+    objects: createObjectsService(store, config),
+    exports: createExportsService({ store, scheduler, files, signer, config }),
+    scheduler,
+    files,
+    signer,
+  }
+  app.decorate('services', services)
+  // Imports a stop interrupted: valid ones are finished, partial ones dropped.
+  const imports = await services.objects.recoverImports()
+  if (imports.finished || imports.discarded) log.warn(imports, 'recovered imports interrupted by a stop')
+
+  // Expired files go on a timer as well as at start-up, so disk use follows FILE_TTL_SECONDS.
+  const sweepEveryMs = Math.min(60, config.fileTtlSeconds) * 1000
+  let sweeper: NodeJS.Timeout | undefined
+  app.addHook('onReady', async () => {
+    const exports = await scheduler.recover()
+    if (exports.failed || exports.requeued) log.warn(exports, 'recovered exports interrupted by a stop or crash')
+    // Before any job runs: a file no completed job owns is a leftover of an interrupted one.
+    await files.cleanUp()
+    scheduler.start()
+    sweeper = setInterval(() => {
+      files.sweep().catch((err: unknown) => { log.error({ err }, 'could not sweep expired export files') })
+    }, sweepEveryMs)
+    sweeper.unref()
+  })
+  // A stop starts no new job, even while HTTP requests drain.
+  app.addHook('preClose', async () => { scheduler.pause() })
+  // Runs before the store closes (close hooks run in reverse order of registration).
+  app.addHook('onClose', async () => {
+    clearInterval(sweeper)
+    await scheduler.stop(config.shutdownGraceSeconds * 1000)
+    await pool.destroy()
+  })
+}, { name: 'services', dependencies: ['store'] })

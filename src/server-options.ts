@@ -1,0 +1,30 @@
+import type { FastifyServerOptions } from 'fastify'
+import type { Config } from './config.js'
+import { loggerOptions, requestIdOf } from './logger.js'
+import { clientErrorHandler, frameworkErrors } from './plugins/errors.js'
+
+/**
+ * Fastify's constructor options: logging and request ids, strict validation, what a
+ * client can make the server hold before a route sees the request, how a stop treats
+ * open connections, and the problem answers to what fails before any route runs.
+ */
+export function serverOptions (config: Config, logger: FastifyServerOptions['logger'] = loggerOptions(config)): FastifyServerOptions {
+  return {
+    logger,
+    genReqId: requestIdOf,
+    ajv: {
+      customOptions: {
+        // Unknown properties are rejected by the schemas, never silently dropped.
+        removeAdditional: false,
+        coerceTypes: false,
+        keywords: ['example'],
+      },
+    },
+    bodyLimit: 1024 * 1024,
+    routerOptions: { maxParamLength: 1024 },
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    frameworkErrors: frameworkErrors(config),
+    clientErrorHandler,
+  }
+}

@@ -1,0 +1,53 @@
+import { and, count, eq, inArray, lt, sql } from 'drizzle-orm'
+import type { ExportsStore, InsertJobOutcome } from '../exports-store.js'
+import { ACTIVE_STATUSES, exportJobs } from '../schema.js'
+import { driverError, type Db, type Run } from './connection.js'
+
+const p = sql.placeholder
+
+/** Statements prepared once per connection: a status read is the most frequent request. */
+export function prepareExportsQueries (db: Db) {
+  return {
+    byId: db.select().from(exportJobs).where(eq(exportJobs.id, p('id'))).prepare(),
+    pendingBefore: db.select({ n: count() }).from(exportJobs)
+      .where(and(eq(exportJobs.status, 'Pending'), lt(exportJobs.createdAt, p('createdAt')))).prepare(),
+  }
+}
+
+/** Which unique index refused an insert, if one did. */
+function refusedBy (err: unknown): InsertJobOutcome | undefined {
+  const e = driverError(err)
+  if (e.code !== 'SQLITE_CONSTRAINT_UNIQUE') return undefined
+  // SQLite names the indexed columns: "UNIQUE constraint failed: export_jobs.user_id[, export_jobs.idempotency_key]".
+  const message = String(e.message)
+  if (message.includes('export_jobs.idempotency_key')) return 'idempotency-key-exists'
+  if (message.includes('export_jobs.user_id')) return 'active-job-exists'
+  return undefined
+}
+
+/** The exports store on SQLite; `run` decides when each call may touch the connection. */
+export function createExportsStore (db: Db, q: ReturnType<typeof prepareExportsQueries>, run: Run): ExportsStore {
+  return {
+    insertJob: (job) => run(() => {
+      try {
+        db.insert(exportJobs).values({ ...job, status: 'Pending' }).run()
+        return 'inserted'
+      } catch (err) {
+        const outcome = refusedBy(err)
+        if (outcome === undefined) throw err
+        return outcome
+      }
+    }),
+    selectJob: (id) => run(() => q.byId.get({ id })),
+    selectActiveJobId: (userId) => run(() => db.select({ id: exportJobs.id }).from(exportJobs)
+      .where(and(eq(exportJobs.userId, userId), inArray(exportJobs.status, ACTIVE_STATUSES))).get()?.id),
+    selectJobByIdempotencyKey: (userId, key) => run(() => db.select().from(exportJobs)
+      .where(and(eq(exportJobs.userId, userId), eq(exportJobs.idempotencyKey, key))).get()),
+    clearIdempotencyKey: (id) => run(() => { db.update(exportJobs).set({ idempotencyKey: null }).where(eq(exportJobs.id, id)).run() }),
+    markJobCancelled: (id, now) => run(() => db.update(exportJobs)
+      .set({ status: 'Failed', errorCode: 'CANCELLED', errorMessage: 'the request was cancelled by its owner', finishedAt: now })
+      .where(and(eq(exportJobs.id, id), inArray(exportJobs.status, ACTIVE_STATUSES)))
+      .run().changes > 0),
+    countPendingBefore: (createdAt) => run(() => q.pendingBefore.get({ createdAt })?.n ?? 0),
+  }
+}
