@@ -177,3 +177,22 @@ tap.test('no temporary files remain after several jobs', async (t) => {
   t.same(files.filter((f) => f.endsWith('.tmp') || f.startsWith('.')), [], 'no temporary or hidden files')
   t.same(files.filter((f) => f.endsWith('.ndjson')).sort(), ids.map((id) => `${id}.ndjson`).sort(), 'one file per job')
 })
+
+tap.test('a download link works for an hour, or until its file expires when that is sooner', async (t) => {
+  for (const ttl of [undefined, 600]) {
+    const app = await buildExportApp(t, ttl === undefined ? {} : { FILE_TTL_SECONDS: String(ttl) })
+    const u = await createUser(app, ['acme'])
+    t.equal((await importLines(app, u.headers, 'acme', 'users', ['{"id":"a"}'])).statusCode, 200)
+    const status = await waitForJob(app, u.headers, await startExport(app, u.headers, 'acme', 'users'))
+    const readAt = Date.now() / 1000
+    const expires = Number(new URL(status.result!.fileUrl).searchParams.get('expires'))
+    const fileExpires = Math.floor(Date.parse(status.result!.expiresAt) / 1000)
+    if (ttl === undefined) {
+      t.ok(Math.abs(expires - (readAt + 3600)) <= 2, `by default the link expires an hour after the status read (${expires} vs ${Math.floor(readAt + 3600)})`)
+      t.ok(fileExpires > expires + 3600, 'well before the file (FILE_TTL_SECONDS 86400)')
+    } else {
+      t.equal(expires, fileExpires, 'with FILE_TTL_SECONDS=600 the link expires with the file, not an hour later')
+      t.ok(Math.abs(expires - (readAt + ttl)) <= 2, `about ${ttl} s after completion`)
+    }
+  }
+})
