@@ -1,15 +1,17 @@
 import neostandard from 'neostandard'
 
-/** Names of values that hold secrets: compared only with timingSafeEqual (src/services/admin.ts secretsEqual). */
-const SECRET = '/^(sig|signature|mac|secret|token|adminToken|admin|given|expected)$/i'
-const secretOperand = (side, other) => {
-  // Checking whether a secret is there at all is not a comparison of its value.
-  const presence = `:not([${other}.name='undefined']):not([${other}.type='Literal'][${other}.raw='null'])`
-  return [
-    `BinaryExpression[operator=/^[!=]==?$/][${side}.type='Identifier'][${side}.name=${SECRET}]${presence}`,
-    `BinaryExpression[operator=/^[!=]==?$/][${side}.type='MemberExpression'][${side}.property.name=${SECRET}]${presence}`,
-  ]
-}
+/**
+ * Names of values that hold secrets, signatures or MACs (`sig`, `expectedSig`, `adminToken`,
+ * `mac`, …): compared only in constant time (timingSafeEqual, or secretsEqual in
+ * src/services/admin.ts), never with == or ===.
+ */
+const SECRET = '/(^|[a-z_])(sig|signature|mac|secret|token|digest)$|^(admin|given|expected)$/i'
+/** Comparing with undefined or null asks whether a secret is there, not what it is. */
+const presence = (other) => `:not([${other}.type='Identifier'][${other}.name='undefined']):not([${other}.type='Literal'][${other}.raw='null'])`
+const secretOperand = (side, other) => [
+  `BinaryExpression[operator=/^[!=]==?$/][${side}.type='Identifier'][${side}.name=${SECRET}]${presence(other)}`,
+  `BinaryExpression[operator=/^[!=]==?$/][${side}.type='MemberExpression'][${side}.property.name=${SECRET}]${presence(other)}`,
+]
 
 export default [
   ...neostandard({ ts: true, ignores: ['dist/**', 'coverage/**', '.tap/**', 'data/**', '.scratch/**'] }),

@@ -31,8 +31,8 @@ export type ProblemExtra = Record<string, string | number | boolean | null | obj
 /** The one error class. Its HTTP status comes from ERRORS, never from the call site. */
 export class AppError extends Error {
   readonly status: number
-  constructor (readonly code: ErrorCode, readonly detail?: string, readonly extra: ProblemExtra = {}) {
-    super(detail ?? ERRORS[code].title)
+  constructor (readonly code: ErrorCode, readonly detail?: string, readonly extra: ProblemExtra = {}, options?: { cause?: unknown }) {
+    super(detail ?? ERRORS[code].title, options)
     this.name = 'AppError'
     this.status = ERRORS[code].status
   }

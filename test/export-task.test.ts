@@ -56,7 +56,7 @@ t.test('the worker fsyncs the file, then renames it into place, then fsyncs the 
   const { port1, port2 } = new MessageChannel()
   port1.unref()
   const task: ExportTask = {
-    dbPath: join(dir, 'data', 'bulk-export.sqlite'),
+    source: { dialect: 'sqlite', path: join(dir, 'data', 'bulk-export.sqlite') },
     firmId: 'acme',
     objectType: 'users',
     after: '',

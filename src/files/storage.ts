@@ -1,10 +1,15 @@
+import type { FastifyReply } from 'fastify'
+
 /**
  * Where export files live. A worker writes a job's file at `paths(…).tmpPath` and renames
  * it to `finalPath` once whole; everything else names files by their final name only.
  */
 export interface FileStorage {
-  /** The directory downloads are served from. */
-  readonly root: string
+  /**
+   * Sends a final file as the reply's body, with what HTTP gives a file: Range, ETag and
+   * Last-Modified, conditional requests; the caller has set Content-Type and friends.
+   */
+  send: (reply: FastifyReply, fileName: string) => FastifyReply | Promise<FastifyReply>
   /** Where a worker writes one attempt of a job, and where the whole file then goes. */
   paths: (jobId: string, attempt: number) => { tmpPath: string, finalPath: string }
   /** The final name of a job's file. */

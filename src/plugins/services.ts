@@ -54,6 +54,8 @@ export default fp(async function servicesPlugin (app: FastifyInstance) {
   // Expired files go on a timer as well as at start-up, so disk use follows FILE_TTL_SECONDS.
   const sweepEveryMs = Math.min(60, config.fileTtlSeconds) * 1000
   let sweeper: NodeJS.Timeout | undefined
+  /** The sweep in progress: one at a time, and a stop waits for it before the store closes. */
+  let sweeping: Promise<unknown> | undefined
   app.addHook('onReady', async () => {
     const exports = await scheduler.recover()
     if (exports.failed || exports.requeued) log.warn(exports, 'recovered exports interrupted by a stop or crash')
@@ -61,7 +63,9 @@ export default fp(async function servicesPlugin (app: FastifyInstance) {
     await files.cleanUp()
     scheduler.start()
     sweeper = setInterval(() => {
-      files.sweep().catch((err: unknown) => { log.error({ err }, 'could not sweep expired export files') })
+      sweeping ??= files.sweep()
+        .catch((err: unknown) => { log.error({ err }, 'could not sweep expired export files') })
+        .finally(() => { sweeping = undefined })
     }, sweepEveryMs)
     sweeper.unref()
   })
@@ -70,6 +74,7 @@ export default fp(async function servicesPlugin (app: FastifyInstance) {
   // Runs before the store closes (close hooks run in reverse order of registration).
   app.addHook('onClose', async () => {
     clearInterval(sweeper)
+    await sweeping
     await scheduler.stop(config.shutdownGraceSeconds * 1000)
     await pool.destroy()
   })

@@ -1,16 +1,6 @@
-import type { SendOptions } from '@fastify/static'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance } from 'fastify'
 import { operations } from '../contract/generated.js'
-
-// @fastify/send takes highWaterMark; @fastify/static's types do not list it.
-const SEND_OPTIONS: SendOptions & { highWaterMark: number } = {
-  contentType: false,
-  cacheControl: false,
-  // 1 MiB reads instead of 64 KiB: each read is a turn of the event loop, and under
-  // polling load small reads cut download speed by an order of magnitude.
-  highWaterMark: 1 << 20,
-}
 
 /** Downloads of export files through their signed links (no token: the signature is the credential). */
 export default async function filesRoutes (fastify: FastifyInstance) {
@@ -30,7 +20,7 @@ export default async function filesRoutes (fastify: FastifyInstance) {
       reply.header('Content-Type', 'application/x-ndjson')
       reply.header('Content-Disposition', `attachment; filename="${fileName}"`)
       reply.header('Cache-Control', 'private, no-cache')
-      return reply.sendFile(fileName, SEND_OPTIONS)
+      return files.send(reply, fileName)
     },
   })
 }

@@ -33,6 +33,10 @@ function iso (ms: number): string {
   return new Date(ms).toISOString()
 }
 
+function firmView (row: { id: string, name: string, createdAt: number }): Firm {
+  return { firmId: row.id, name: row.name, createdAt: iso(row.createdAt) }
+}
+
 /** Firms, users and their tokens (the admin API), and who a bearer token stands for. */
 export function createAdminService (store: Store, now = Date.now) {
   async function newToken (admin: AdminStore, userId: string): Promise<CreatedToken> {
@@ -51,6 +55,11 @@ export function createAdminService (store: Store, now = Date.now) {
     /** Creates the firm, or renames it when a name is given; tells which. */
     putFirm: async (firmId: string, name: string | undefined): Promise<{ created: boolean, firm: Firm }> => {
       requireWellFormedName(name)
+      // A repeated PUT changes nothing and takes no write lock.
+      const current = await store.admin.findFirm(firmId)
+      if (current && (name === undefined || name === current.name)) {
+        return { created: false, firm: firmView(current) }
+      }
       const { created, row } = await store.transaction(async (tx) => {
         const fresh = { id: firmId, name: name ?? firmId, createdAt: now() }
         if (await tx.admin.insertFirm(fresh)) return { created: true, row: fresh }
@@ -59,7 +68,7 @@ export function createAdminService (store: Store, now = Date.now) {
         const renamed = name !== undefined && name !== existing.name ? await tx.admin.renameFirm(firmId, name) : undefined
         return { created: false, row: renamed ?? existing }
       })
-      return { created, firm: { firmId: row.id, name: row.name, createdAt: iso(row.createdAt) } }
+      return { created, firm: firmView(row) }
     },
 
     createUser: (name: string, firms: string[]): Promise<CreatedUser> => {

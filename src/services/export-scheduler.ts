@@ -45,9 +45,13 @@ export function createExportScheduler (deps: SchedulerDeps) {
   /** Jobs being aborted because of a cancel or a shutdown, not a fault. */
   const aborting = new Set<string>()
   let stopped = true
+  // Read through a function: `stopped` changes while a claim is awaited.
   const isStopped = (): boolean => stopped
-  let pumping = false
+  /** The pump in progress, if any. */
+  let pumping: Promise<void> | undefined
   let pumpAgain = false
+  /** Jobs cancelled while a claim was in flight: the claim may have returned one of them. */
+  const cancelledWhileClaiming = new Set<string>()
 
   async function finish (job: ExportJob, outcome: ExportOutcome): Promise<void> {
     const fileName = storage.fileNameOf(job.id)
@@ -119,7 +123,7 @@ export function createExportScheduler (deps: SchedulerDeps) {
       })
     })
     const task: ExportTask = {
-      dbPath: store.readerSource,
+      source: store.readerSource,
       firmId: job.firmId,
       objectType: job.objectType,
       after: job.afterId ?? '',
@@ -142,30 +146,44 @@ export function createExportScheduler (deps: SchedulerDeps) {
     running.set(job.id, { abort, done })
   }
 
-  /** Starts queued jobs, oldest first, while workers are free. One pump runs at a time. */
-  async function pump (): Promise<void> {
+  /**
+   * Starts queued jobs, oldest first, while workers are free. One pump runs at a time; a
+   * claim is awaited, so a cancel or a stop can arrive while it is in flight: a job
+   * cancelled meanwhile is not started, and one claimed as a stop began goes back to the
+   * queue with its attempt refunded.
+   */
+  async function pumpQueue (): Promise<void> {
+    do {
+      pumpAgain = false
+      while (!isStopped() && running.size < config.exportWorkers) {
+        const job = await store.scheduler.claimNextPendingJob(now())
+        if (!job) break
+        const cancelled = cancelledWhileClaiming.has(job.id)
+        cancelledWhileClaiming.clear()
+        if (cancelled) continue
+        if (isStopped()) {
+          await store.scheduler.markJobPendingRefunded(job.id)
+          break
+        }
+        run(job)
+      }
+    } while (pumpAgain && !isStopped())
+  }
+
+  function pump (): Promise<void> {
     if (pumping) {
       pumpAgain = true
-      return
+      return pumping
     }
-    pumping = true
-    try {
-      do {
-        pumpAgain = false
-        // `stopped` may change while a claim is awaited, so it is read on every turn.
-        while (!isStopped() && running.size < config.exportWorkers) {
-          const job = await store.scheduler.claimNextPendingJob(now())
-          if (!job) break
-          run(job)
-        }
-      } while (pumpAgain)
-    } catch (err) {
+    pumping = pumpQueue().catch((err: unknown) => {
       // A busy or full database: the queue is intact, try again shortly.
       log.warn({ err }, 'could not start queued exports; retrying in a second')
       setTimeout(() => { void pump() }, 1000).unref()
-    } finally {
-      pumping = false
-    }
+    }).finally(() => {
+      pumping = undefined
+      cancelledWhileClaiming.clear()
+    })
+    return pumping
   }
 
   return {
@@ -188,13 +206,18 @@ export function createExportScheduler (deps: SchedulerDeps) {
       void pump()
     },
 
-    /** Stops a running job's worker (its row already says why); false when it was not running. */
-    abort (jobId: string): boolean {
+    /**
+     * Stops a job's worker after its row was marked cancelled; a job being claimed right
+     * now is not started at all.
+     */
+    abort (jobId: string): void {
       const active = running.get(jobId)
-      if (!active) return false
-      aborting.add(jobId)
-      active.abort.abort()
-      return true
+      if (active) {
+        aborting.add(jobId)
+        active.abort.abort()
+      } else if (pumping) {
+        cancelledWhileClaiming.add(jobId)
+      }
     },
 
     /** Starts no more jobs (a stop has begun); running ones go on. */
@@ -208,6 +231,8 @@ export function createExportScheduler (deps: SchedulerDeps) {
      */
     async stop (graceMs: number): Promise<void> {
       stopped = true
+      // A claim in flight ends first: its job either runs (and is waited for) or goes back.
+      await pumping
       if (running.size === 0) return
       let timer: NodeJS.Timeout | undefined
       const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs) })

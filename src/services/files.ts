@@ -1,3 +1,4 @@
+import type { FastifyReply } from 'fastify'
 import { AppError } from '../errors.js'
 import type { FileStorage } from '../files/storage.js'
 import type { Store } from '../store/store.js'
@@ -23,6 +24,9 @@ export function createFilesService (deps: { store: Store, storage: FileStorage, 
 
   return {
     sweep,
+
+    /** Sends a file `resolveDownload` named as the reply's body. */
+    send: (reply: FastifyReply, fileName: string) => storage.send(reply, fileName),
 
     /** Checks a download link and returns the file's name in the storage. */
     async resolveDownload (requestId: string, expires: string, sig: string): Promise<string> {

@@ -16,6 +16,12 @@ export interface Repositories {
   readonly files: FilesStore
 }
 
+/**
+ * Where an export worker reads from: plain data that crosses the thread boundary. Each
+ * database the store runs on names itself here (src/store/export-reader.ts opens it).
+ */
+export type ReaderSource = { dialect: 'sqlite', path: string }
+
 /** The database the server runs on, as services see it. */
 export interface Store extends Repositories {
   /**
@@ -26,11 +32,8 @@ export interface Store extends Repositories {
   transaction: <T>(fn: (tx: Repositories) => Promise<T>) => Promise<T>
   /** Resolves when the database answers a trivial query (readiness). */
   ping: () => Promise<void>
-  /**
-   * What an export worker needs to open a read-only connection of its own: plain data
-   * that crosses the thread boundary (the SQLite file's path).
-   */
-  readonly readerSource: string
+  /** What an export worker needs to open a read-only connection of its own. */
+  readonly readerSource: ReaderSource
   /** Closes the connection; the store is unusable afterwards. */
   close: () => Promise<void>
 }

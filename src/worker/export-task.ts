@@ -2,13 +2,14 @@ import { closeSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type { MessagePort } from 'node:worker_threads'
 import type { JobErrorCode } from '../contract/generated.js'
-import { openExportReader, type ExportReader } from '../store/sqlite/export-reader.js'
+import { openExportReader, type ExportReader } from '../store/export-reader.js'
+import type { ReaderSource } from '../store/store.js'
 import { NdjsonWriter } from './ndjson-writer.js'
 
 /** One export page to write: plain data only (crosses the thread boundary). */
 export interface ExportTask {
   /** The database to read (Store.readerSource). */
-  dbPath: string
+  source: ReaderSource
   firmId: string
   objectType: string
   /** Export ids strictly after this one ('' = from the start). */
@@ -28,11 +29,12 @@ export type ExportOutcome =
 
 // One read-only connection per worker thread and database, reused across tasks.
 const readers = new Map<string, ExportReader>()
-function readerFor (dbPath: string): ExportReader {
-  let reader = readers.get(dbPath)
+function readerFor (source: ReaderSource): ExportReader {
+  const key = JSON.stringify(source)
+  let reader = readers.get(key)
   if (!reader) {
-    reader = openExportReader(dbPath)
-    readers.set(dbPath, reader)
+    reader = openExportReader(source)
+    readers.set(key, reader)
   }
   return reader
 }
@@ -46,7 +48,7 @@ export default function exportTask (task: ExportTask): ExportOutcome {
   let fd: number | undefined
   let stage: 'read' | 'write' = 'read'
   try {
-    const reader = readerFor(task.dbPath)
+    const reader = readerFor(task.source)
     task.port.postMessage({ expected: reader.countPage(task.firmId, task.objectType, task.after, task.limit) })
     stage = 'write'
     fd = openSync(task.tmpPath, 'wx', 0o640)

@@ -2,6 +2,7 @@ import Database from 'better-sqlite3'
 import { Param, Placeholder } from 'drizzle-orm'
 import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3'
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator'
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -28,15 +29,18 @@ export function driverError (err: unknown): { code?: string, message?: string } 
   return (e ?? {}) as { code?: string, message?: string }
 }
 
-/** A store call's driver error, as the client should see it. */
+/** A store call's driver error, as the client should see it (the driver's error kept as the cause, for the log). */
 function translate (err: unknown): unknown {
   const { code } = driverError(err)
   if (typeof code !== 'string') return err
   // Locked past busy_timeout by another process (a backup, say): nothing was written.
-  if (/^SQLITE_(BUSY|LOCKED)/.test(code)) return new AppError('SERVICE_UNAVAILABLE', 'the database is busy; nothing was changed, retry in a moment')
-  if (code.startsWith('SQLITE_FULL')) return new AppError('SERVICE_UNAVAILABLE', "the server's disk is full; nothing was changed")
+  if (/^SQLITE_(BUSY|LOCKED)/.test(code)) return new AppError('SERVICE_UNAVAILABLE', 'the database is busy; nothing was changed, retry in a moment', {}, { cause: err })
+  if (code.startsWith('SQLITE_FULL')) return new AppError('SERVICE_UNAVAILABLE', "the server's disk is full; nothing was changed", {}, { cause: err })
   return err
 }
+
+/** Marks the async context of an open transaction, to catch calls that would wait for it forever. */
+const insideTransaction = new AsyncLocalStorage<Promise<void>>()
 
 function guarded<T> (fn: () => T): T {
   try {
@@ -72,8 +76,20 @@ export class SqliteConnection {
     migrate(this.db, { migrationsFolder: MIGRATIONS_DIR })
   }
 
+  /**
+   * A call on the store (not on its `tx`) from inside an open transaction would wait for
+   * that transaction forever: refuse it. Work the transaction started that outlives it
+   * carries a stale mark, which no longer matches.
+   */
+  private refuseInsideTransaction (): void {
+    if (this.open !== undefined && insideTransaction.getStore() === this.open) {
+      throw new Error('a store call inside store.transaction() must go through the `tx` it was given (and transactions do not nest)')
+    }
+  }
+
   /** Runs an operation once no transaction is open. */
   readonly run: Run = async (fn) => {
+    this.refuseInsideTransaction()
     while (this.open) await this.open
     return guarded(fn)
   }
@@ -87,6 +103,7 @@ export class SqliteConnection {
    * that their caller retries.
    */
   readonly runNoWait: Run = async (fn) => {
+    this.refuseInsideTransaction()
     while (this.open) await this.open
     const timeout = this.sqlite.pragma('busy_timeout', { simple: true }) as number
     this.sqlite.pragma('busy_timeout = 0')
@@ -103,13 +120,15 @@ export class SqliteConnection {
    * SQLITE_BUSY at once, without busy_timeout, when another connection holds the lock.
    */
   async transaction<T> (fn: () => Promise<T>): Promise<T> {
+    this.refuseInsideTransaction()
     while (this.open) await this.open
     let end!: () => void
-    this.open = new Promise((resolve) => { end = resolve })
+    const open = new Promise<void>((resolve) => { end = resolve })
+    this.open = open
     try {
       guarded(() => this.sqlite.exec('BEGIN IMMEDIATE'))
       try {
-        const result = await fn()
+        const result = await insideTransaction.run(open, fn)
         guarded(() => this.sqlite.exec('COMMIT'))
         return result
       } catch (err) {

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3'
 import { and, count, eq, gt, sql } from 'drizzle-orm'
 import { drizzle } from 'drizzle-orm/better-sqlite3'
+import type { ExportReader } from '../export-reader.js'
 import { objects } from '../schema.js'
 import { compile } from './connection.js'
 
@@ -13,7 +14,7 @@ const ORDER = ['firmId', 'type', 'after', 'limit']
  * keyset query of one export page. Rows come back as tuples with `doc` as a Buffer, so
  * no string is decoded or re-encoded on the way to the file.
  */
-export function openExportReader (dbPath: string) {
+export function openSqliteExportReader (dbPath: string): ExportReader {
   const sqlite = new Database(dbPath, { readonly: true, fileMustExist: true })
   sqlite.pragma('busy_timeout = 5000')
   const db = drizzle(sqlite)
@@ -23,11 +24,7 @@ export function openExportReader (dbPath: string) {
   // An index-only count of the same page.
   const counted = compile<PageArgs, number>(sqlite, db.select({ n: count() }).from(pageQuery.as('page')), ORDER).pluck(true)
   return {
-    /** Rows (id, doc) after `after` in key order, at most `limit` of them. */
-    iteratePage: (...args: PageArgs): IterableIterator<[string, Buffer]> => page.iterate(...args),
-    /** How many rows the same page holds. */
-    countPage: (...args: PageArgs): number => counted.get(...args) ?? 0,
+    iteratePage: (...args) => page.iterate(...args),
+    countPage: (...args) => counted.get(...args) ?? 0,
   }
 }
-
-export type ExportReader = ReturnType<typeof openExportReader>

@@ -21,18 +21,18 @@ export function prepareSchedulerQueries (db: Db) {
 }
 
 /**
- * The scheduler store on SQLite. `run` is the no-wait runner: a database another process
- * has locked fails these writes at once instead of blocking the event loop. Recovery, at
- * start-up, waits for the lock as any other call does (`runRecovery`).
+ * The scheduler store on SQLite. Its writes go through `runNoWait`: a database another
+ * process has locked fails them at once instead of blocking the event loop. Recovery, at
+ * start-up, waits for the lock as any other call does (`run`).
  */
-export function createSchedulerStore (db: Db, q: ReturnType<typeof prepareSchedulerQueries>, run: Run, runRecovery: Run): SchedulerStore {
+export function createSchedulerStore (db: Db, q: ReturnType<typeof prepareSchedulerQueries>, runNoWait: Run, run: Run): SchedulerStore {
   return {
-    claimNextPendingJob: (now) => run(() => q.claim.get({ now })),
-    updateJobProgress: (id, { expected, processed }) => run(() => {
+    claimNextPendingJob: (now) => runNoWait(() => q.claim.get({ now })),
+    updateJobProgress: (id, { expected, processed }) => runNoWait(() => {
       if (expected !== undefined) q.expected.run({ id, total: expected })
       if (processed !== undefined) q.processed.run({ id, processed })
     }),
-    markJobCompleted: (id, c) => run(() => db.update(exportJobs)
+    markJobCompleted: (id, c) => runNoWait(() => db.update(exportJobs)
       .set({
         status: 'Completed',
         total: c.total,
@@ -45,14 +45,14 @@ export function createSchedulerStore (db: Db, q: ReturnType<typeof prepareSchedu
         expiresAt: c.expiresAt,
       })
       .where(inProgress(id)).run().changes > 0),
-    markJobFailed: (id, code, message, now) => run(() => db.update(exportJobs)
+    markJobFailed: (id, code, message, now) => runNoWait(() => db.update(exportJobs)
       .set({ status: 'Failed', errorCode: code, errorMessage: message, finishedAt: now })
       .where(and(eq(exportJobs.id, id), inArray(exportJobs.status, ACTIVE_STATUSES))).run().changes > 0),
-    markJobPending: (id) => run(() => { db.update(exportJobs).set({ status: 'Pending' }).where(inProgress(id)).run() }),
-    markJobPendingRefunded: (id) => run(() => {
+    markJobPending: (id) => runNoWait(() => { db.update(exportJobs).set({ status: 'Pending' }).where(inProgress(id)).run() }),
+    markJobPendingRefunded: (id) => runNoWait(() => {
       db.update(exportJobs).set({ status: 'Pending', attempts: sql`max(0, ${exportJobs.attempts} - 1)` }).where(inProgress(id)).run()
     }),
-    requeueInterruptedJobs: (maxAttempts, message, now) => runRecovery(() => db.transaction((t) => {
+    requeueInterruptedJobs: (maxAttempts, message, now) => run(() => db.transaction((t) => {
       const failed = t.update(exportJobs)
         .set({ status: 'Failed', errorCode: 'EXPORT_FAILED', errorMessage: message, finishedAt: now })
         .where(and(eq(exportJobs.status, 'InProgress'), gte(exportJobs.attempts, maxAttempts))).run().changes

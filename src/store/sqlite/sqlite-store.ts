@@ -25,11 +25,11 @@ export function openSqliteStore (dataDir: string): SqliteStore {
     exports: prepareExportsQueries(db),
     scheduler: prepareSchedulerQueries(db),
   }
-  const repositories = (run: Run, runBackground: Run): Repositories => ({
+  const repositories = (run: Run, runNoWait: Run): Repositories => ({
     admin: createAdminStore(db, queries.admin, run),
     objects: createObjectsStore(db, sqlite, queries.objects, run),
     exports: createExportsStore(db, queries.exports, run),
-    scheduler: createSchedulerStore(db, queries.scheduler, runBackground, run),
+    scheduler: createSchedulerStore(db, queries.scheduler, runNoWait, run),
     files: createFilesStore(db, run),
   })
   const inTransaction = repositories(connection.runInTransaction, connection.runInTransaction)
@@ -37,7 +37,7 @@ export function openSqliteStore (dataDir: string): SqliteStore {
     ...repositories(connection.run, connection.runNoWait),
     transaction: (fn) => connection.transaction(() => fn(inTransaction)),
     ping: () => connection.run(() => { db.run(sql`SELECT 1`) }),
-    readerSource: connection.path,
+    readerSource: { dialect: 'sqlite', path: connection.path },
     close: async () => { connection.close() },
     connection,
   }
