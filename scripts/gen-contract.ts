@@ -129,6 +129,7 @@ function route (spec: Json, path: string, method: string, item: Json, op: Json):
   const security: Json[] = op.security ?? spec.security ?? []
   const config: Json = { security: security.length ? Object.keys(security[0])[0] : 'none' }
   if (jsonBody && op.requestBody.required !== true) config.optionalBody = true
+  if (op.requestBody?.content) config.bodyTypes = Object.keys(op.requestBody.content)
   return object([
     ['method', literal(method.toUpperCase())],
     ['url', literal(path.replace(/\{([^}]+)\}/g, ':$1'))],

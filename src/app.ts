@@ -3,6 +3,7 @@ import type { Config } from './config.js'
 import authPlugin from './plugins/auth.js'
 import compressPlugin from './plugins/compress.js'
 import errorsPlugin from './plugins/errors.js'
+import fieldHintsPlugin from './plugins/field-hints.js'
 import helmetPlugin from './plugins/helmet.js'
 import jsonBodyPlugin from './plugins/json-body.js'
 import rateLimitPlugin from './plugins/rate-limit.js'
@@ -26,8 +27,8 @@ declare module 'fastify' {
 
 /**
  * Builds the application, in this order: the configuration; the framework's plugins,
- * one file each; the application's own (request hooks, JSON bodies, the store, the
- * services on it, authentication); then the routes of each area. Listening is left to
+ * one file each; the application's own (request hooks, JSON bodies, hints for misnamed
+ * fields, the store, the services on it, authentication); then the routes of each area. Listening is left to
  * the caller.
  */
 export async function buildApp (config: Config, options: { logger?: FastifyServerOptions['logger'] } = {}): Promise<FastifyInstance> {
@@ -43,6 +44,7 @@ export async function buildApp (config: Config, options: { logger?: FastifyServe
 
   await app.register(requestHooksPlugin)
   await app.register(jsonBodyPlugin)
+  await app.register(fieldHintsPlugin)
   await app.register(storePlugin)
   await app.register(servicesPlugin)
   await app.register(authPlugin)

@@ -25,6 +25,11 @@ export interface Config {
   readonly rateLimitStartsPerMinute: number
   /** Longest request URL (414 beyond). */
   readonly maxUrlBytes: number
+  /**
+   * Which proxies' X-Forwarded-For/-Host/-Proto to believe (Fastify's trustProxy): none,
+   * any (`true`), or these addresses and CIDR ranges.
+   */
+  readonly trustProxy: boolean | string
 }
 
 /** A configuration value that cannot be used; the message names the variable. */
@@ -71,6 +76,17 @@ function publicUrl (env: Env): string | undefined {
   return url.href.replace(/\/+$/, '')
 }
 
+function trustProxy (env: Env): boolean | string {
+  const raw = str(env, 'TRUST_PROXY')
+  if (raw === undefined || raw === 'false') return false
+  if (raw === 'true') return true
+  const list = raw.split(',').map((a) => a.trim())
+  if (list.some((a) => !/^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(a))) {
+    throw new ConfigError('TRUST_PROXY', 'must be true, false, or the comma-separated IP addresses or CIDR ranges of the proxies', raw)
+  }
+  return list.join(',')
+}
+
 /**
  * Reads and validates the configuration. Throws ConfigError naming the first bad
  * variable and why, so start-up can exit with a message a person can act on.
@@ -105,5 +121,6 @@ export function loadConfig (env: Env = process.env): Config {
     rateLimitPollsPerMinute: int(env, 'RATE_LIMIT_POLLS_PER_MINUTE', 6000, 1, 1_000_000),
     rateLimitStartsPerMinute: int(env, 'RATE_LIMIT_STARTS_PER_MINUTE', 600, 1, 1_000_000),
     maxUrlBytes: int(env, 'MAX_URL_BYTES', 8192, 256, 1_048_576),
+    trustProxy: trustProxy(env),
   })
 }

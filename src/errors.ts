@@ -12,6 +12,7 @@ export const ERRORS = {
   EXPORT_ALREADY_ACTIVE: { status: 409, title: 'An export is already active' },
   FILE_EXPIRED: { status: 410, title: 'File expired' },
   RANGE_NOT_SATISFIABLE: { status: 416, title: 'Range not satisfiable' },
+  PRECONDITION_FAILED: { status: 412, title: 'Precondition failed' },
   IDEMPOTENCY_KEY_REUSED: { status: 422, title: 'Idempotency key reused' },
   RATE_LIMITED: { status: 429, title: 'Too many requests' },
   URI_TOO_LONG: { status: 414, title: 'URI too long' },

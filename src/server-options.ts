@@ -22,6 +22,8 @@ export function serverOptions (config: Config, logger: FastifyServerOptions['log
     },
     bodyLimit: 1024 * 1024,
     routerOptions: { maxParamLength: 1024 },
+    // Behind a proxy (TRUST_PROXY), the links handed out name the host the client used.
+    trustProxy: config.trustProxy,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     frameworkErrors: frameworkErrors(config),

@@ -160,13 +160,16 @@ tap.test('deleting a completed request removes its file; its fileUrl answers 410
   t.equal(res.json().status, 'Completed', 'a finished request keeps its status')
   t.notOk(existsSync(path), 'the file is removed from disk')
 
-  for (const [what, url] of [['the old fileUrl', fileUrl], ['a fresh fileUrl', (await readStatus(app, u.headers, requestId)).json().result.fileUrl]]) {
-    const file = await downloadFile(app, url)
-    t.equal(file.statusCode, 410, what)
-    t.match(file.headers['content-type'], /^application\/problem\+json/, what)
-    t.equal(file.json().code, 'FILE_EXPIRED', what)
-  }
-  t.equal(Date.parse((await readStatus(app, u.headers, requestId)).json().result.expiresAt) <= Date.now(), true, 'expiresAt is no longer in the future')
+  const file = await downloadFile(app, fileUrl)
+  t.equal(file.statusCode, 410, 'the old fileUrl')
+  t.match(file.headers['content-type'], /^application\/problem\+json/)
+  t.equal(file.json().code, 'FILE_EXPIRED')
+  t.same(file.json().recreate, { method: 'POST', url: 'http://localhost:80/api/v1/idm/acme/users/export', body: { cursor: null } }, 'the 410 says how to export the page again')
+  const after = (await readStatus(app, u.headers, requestId)).json()
+  t.equal(after.result.fileUrl, null, 'the status hands out no dead link')
+  t.equal(after.result.fileExpired, true)
+  t.same(after.result.recreate, file.json().recreate, 'and says the same as the 410')
+  t.equal(Date.parse(after.result.expiresAt) <= Date.now(), true, 'expiresAt is no longer in the future')
 
   const again = await cancel(app, u.headers, requestId)
   t.equal(again.statusCode, 202, 'deleting it again is harmless')

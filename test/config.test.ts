@@ -42,6 +42,7 @@ t.test('values are read from the environment', async (t) => {
     RATE_LIMIT_POLLS_PER_MINUTE: '120',
     RATE_LIMIT_STARTS_PER_MINUTE: '5',
     MAX_URL_BYTES: '4096',
+    TRUST_PROXY: '10.0.0.0/8, 192.168.1.1',
   })
   t.same({ ...config }, {
     port: 8080,
@@ -60,8 +61,11 @@ t.test('values are read from the environment', async (t) => {
     rateLimitPollsPerMinute: 120,
     rateLimitStartsPerMinute: 5,
     maxUrlBytes: 4096,
+    trustProxy: '10.0.0.0/8,192.168.1.1',
   })
   t.equal(loadConfig({ PORT: '0' }).port, 0, 'PORT=0 picks a free port')
+  t.equal(loadConfig({}).trustProxy, false, 'no proxy is trusted by default')
+  t.equal(loadConfig({ TRUST_PROXY: 'true' }).trustProxy, true)
   t.equal(loadConfig({ PORT: '65535' }).port, 65535)
 })
 
@@ -72,6 +76,7 @@ t.test('each bad value throws a ConfigError naming the variable', async (t) => {
     ['RATE_LIMIT_POLLS_PER_MINUTE', '0'],
     ['RATE_LIMIT_STARTS_PER_MINUTE', '-5'],
     ['MAX_URL_BYTES', '10'],
+    ['TRUST_PROXY', 'the load balancer'],
     ['PORT', '70000'],
     ['PORT', '-1'],
     ['PORT', '80.5'],

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import type { FastifyInstance, InjectOptions } from 'fastify'
 import { createUser, filesDirOf, importLines, sqliteOf } from './helpers/build.js'
-import { buildExportApp, exportChain, exportPage, ndjsonLines, postExport, randomId, waitForJob } from './helpers/exports.js'
+import { buildExportApp, exportChain, exportPage, ndjsonLines, postExport, randomId, waitForJob, liveResult } from './helpers/exports.js'
 
 const REQUEST_ID = /^export-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const JOB_SIZE = 7
@@ -202,7 +202,7 @@ tap.test('no body, {} and {"cursor": null} all start from the beginning', async 
     t.equal(res.statusCode, 200, `${why}: ${res.body}`)
     const status = await waitForJob(app, u.headers, res.json().requestId)
     t.equal(status.status, 'Completed', why)
-    const url = new URL(status.result!.fileUrl)
+    const url = new URL(liveResult(status).fileUrl)
     const file = await app.inject({ url: url.pathname + url.search })
     t.same(file.rawPayload, firstPage, `${why}: the first page`)
     t.type(status.result!.nextCursor, 'string', `${why}: more follow`)
@@ -250,8 +250,9 @@ tap.test('with PUBLIC_URL, links start with it', async (t) => {
   const id = res.json().requestId
   t.equal(res.headers.location, `https://export.example.com/api/v1/request/${id}`)
   const status = await waitForJob(app, u.headers, id)
-  t.ok(status.result!.fileUrl.startsWith(`https://export.example.com/api/v1/files/${id}?`), status.result!.fileUrl)
-  const url = new URL(status.result!.fileUrl)
+  const { fileUrl } = liveResult(status)
+  t.ok(fileUrl.startsWith(`https://export.example.com/api/v1/files/${id}?`), fileUrl)
+  const url = new URL(fileUrl)
   const file = await app.inject({ url: url.pathname + url.search })
   t.equal(file.statusCode, 200, 'the link works on this server')
   t.same(file.rawPayload, expectedFile(lines, [...lines.keys()].sort()))

@@ -42,7 +42,7 @@ async function setup (t: Parameters<typeof buildExportApp>[0]) {
 tap.test('a genuine cursor continues the chain (the control for the refusals below)', async (t) => {
   const { app, u, cursorOf } = await setup(t)
   const cursor = await cursorOf('acme', 'users')
-  t.match(cursor, /^c1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}$/, 'versioned, opaque, signed')
+  t.match(cursor, /^c2\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}$/, 'versioned, opaque, signed')
   const page = await exportPage(app, u.headers, 'acme', 'users', cursor)
   t.same(ndjsonLines(page.file), ['{"id":"c"}', '{"id":"d"}'])
 })
@@ -57,7 +57,7 @@ tap.test('forged, truncated, foreign and garbage cursors are 400 INVALID_CURSOR 
   // A cursor with an unknown version, signed with this server's own cursor key.
   const secret = readFileSync(join(app.config.dataDir, SECRET_FILE), 'utf8').trim()
   const cursorKey = createHmac('sha256', Buffer.from(secret)).update('bulk-export cursor v1').digest()
-  const v2 = `c2.${payload}.${createHmac('sha256', cursorKey).update(`c2.${payload}`).digest('base64url')}`
+  const v2 = `c9.${payload}.${createHmac('sha256', cursorKey).update(`c9.${payload}`).digest('base64url')}`
 
   // A cursor from another server (another DATA_DIR, so another secret), for the same firm and type.
   let foreignServer = ''
@@ -133,13 +133,13 @@ tap.test('a chain over ids that escape to the longest cursors can be followed', 
 
 tap.test('decodeCursor: any input decodes or throws INVALID_CURSOR, nothing else', async (t) => {
   const signer = createSigner('a'.repeat(40))
-  const genuine = signer.encodeCursor({ firmId: 'acme', objectType: 'users', after: 'u-1' })
+  const genuine = signer.encodeCursor({ firmId: 'acme', objectType: 'users', after: 'u-1', offset: 7 })
   const [v, p, s] = genuine.split('.')
   const part = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.base64String(), fc.stringMatching(/^[A-Za-z0-9_-]{0,60}$/))
   const inputs = fc.oneof(
     fc.string({ maxLength: 3000 }),
     fc.string({ unit: 'binary' }),
-    fc.tuple(fc.constantFrom('c1', 'c2', '', v), part, part).map(([a, b, c]) => `${a}.${b}.${c}`),
+    fc.tuple(fc.constantFrom('c1', 'c2', 'c3', '', v), part, part).map(([a, b, c]) => `${a}.${b}.${c}`),
     fc.tuple(part, fc.constantFrom(s, '')).map(([b, c]) => `${v}.${b}.${c}`),
     fc.tuple(fc.nat(genuine.length - 1), fc.constantFrom(...B64URL.split(''), '.', '=', '+', '/', ' ', 'é'))
       .map(([i, c]) => genuine.slice(0, i) + c + genuine.slice(i + 1)),
@@ -156,14 +156,13 @@ tap.test('decodeCursor: any input decodes or throws INVALID_CURSOR, nothing else
       refused++
       return
     }
-    if (typeof out !== 'string') throw new Error(`decodeCursor(${JSON.stringify(input)}) returned ${typeof out}`)
     // Only the genuine cursor itself decodes, to its own position.
-    if (input !== genuine || out !== 'u-1') throw new Error(`decodeCursor(${JSON.stringify(input)}) decoded to ${JSON.stringify(out)}`)
+    if (input !== genuine || JSON.stringify(out) !== '{"after":"u-1","offset":7}') throw new Error(`decodeCursor(${JSON.stringify(input)}) decoded to ${JSON.stringify(out)}`)
     decoded++
   }), { numRuns: 5000 })
   t.ok(refused > 0, `inputs were refused (${refused})`)
   t.comment(`decoded ${decoded}, refused ${refused}`)
-  t.equal(signer.decodeCursor(genuine, 'acme', 'users'), 'u-1', 'the genuine cursor decodes')
+  t.same(signer.decodeCursor(genuine, 'acme', 'users'), { after: 'u-1', offset: 7 }, 'the genuine cursor decodes')
 
   // Every one-character change is refused, the last character of the signature included
   // (base64url decoding ignores its two low bits, so a lax check accepts three others).
@@ -201,11 +200,13 @@ tap.test('encodeCursor then decodeCursor round-trips every position, bound to it
     fc.string({ unit: 'grapheme', minLength: 1, maxLength: 64 }),
     fc.string({ unit: controls, minLength: 200, maxLength: 256 }),
     fc.string({ unit: fc.constantFrom('"', '\\', '\uffff', '😀', '\u2028'), minLength: 1, maxLength: 256 })
-  ).filter((s) => s.length >= 1 && s.length <= 256 && s.isWellFormed() && !s.includes('\u0000'))
-  fc.assert(fc.property(firmId, objectType, after, (f, ty, a) => {
-    const cursor = signer.encodeCursor({ firmId: f, objectType: ty, after: a })
+  ).filter((s) => s.length >= 1 && [...s].length <= 256 && s.isWellFormed() && !s.includes('\u0000'))
+  const offset = fc.option(fc.nat({ max: Number.MAX_SAFE_INTEGER }), { nil: undefined })
+  fc.assert(fc.property(firmId, objectType, after, offset, (f, ty, a, o) => {
+    const cursor = signer.encodeCursor({ firmId: f, objectType: ty, after: a, offset: o })
     if (cursor.length > 2048) throw new Error(`a cursor of ${cursor.length} characters: more than the contract's maxLength 2048`)
-    if (signer.decodeCursor(cursor, f, ty) !== a) throw new Error('did not round-trip')
+    const back = signer.decodeCursor(cursor, f, ty)
+    if (back.after !== a || back.offset !== o) throw new Error('did not round-trip')
     for (const [f2, ty2, s2] of [[f + 'x', ty, signer], [f, ty + 'x', signer], [f, ty, other]] as const) {
       try {
         s2.decodeCursor(cursor, f2, ty2)
@@ -218,9 +219,19 @@ tap.test('encodeCursor then decodeCursor round-trips every position, bound to it
   }), { numRuns: 2000 })
 
   // The longest positions: the widest firm and type, 256 characters of the widest kinds.
-  for (const a of ['\u0001'.repeat(256), '\uffff'.repeat(256), '😀'.repeat(128), '"'.repeat(256)]) {
-    const cursor = signer.encodeCursor({ firmId: 'F'.repeat(64), objectType: 't'.repeat(64), after: a })
+  for (const a of ['\u0001'.repeat(256), '\uffff'.repeat(256), '😀'.repeat(256), '"'.repeat(256)]) {
+    const cursor = signer.encodeCursor({ firmId: 'F'.repeat(64), objectType: 't'.repeat(64), after: a, offset: Number.MAX_SAFE_INTEGER })
     t.ok(cursor.length <= 2048, `a cursor of ${cursor.length} characters fits the contract`)
-    t.equal(signer.decodeCursor(cursor, 'F'.repeat(64), 't'.repeat(64)), a)
+    t.same(signer.decodeCursor(cursor, 'F'.repeat(64), 't'.repeat(64)), { after: a, offset: Number.MAX_SAFE_INTEGER })
   }
+})
+
+tap.test('a cursor of the earlier version (c1, no offset) still continues its chain', async (t) => {
+  const signer = createSigner('d'.repeat(40))
+  // How the earlier version sealed a cursor: firm, type and id, NUL-separated, HMAC-signed.
+  const key = createHmac('sha256', Buffer.from('d'.repeat(40))).update('bulk-export cursor v1').digest()
+  const payload = Buffer.from('acme\0users\0u-9', 'utf8').toString('base64url')
+  const c1 = `c1.${payload}.${createHmac('sha256', key).update(`c1.${payload}`).digest('base64url')}`
+  t.same(signer.decodeCursor(c1, 'acme', 'users'), { after: 'u-9' }, 'decoded, its offset unknown')
+  t.throws(() => signer.decodeCursor(c1, 'acme', 'groups'), { code: 'INVALID_CURSOR' }, 'still bound to its firm and type')
 })

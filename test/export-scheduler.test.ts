@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createLocalStorage } from '../src/files/local-storage.js'
 import { createAdminService } from '../src/services/admin.js'
+import { createExportEvents } from '../src/services/export-events.js'
 import { createExportScheduler, type RunTask } from '../src/services/export-scheduler.js'
 import { createSigner } from '../src/services/signing.js'
 import type { ExportJob } from '../src/store/exports-store.js'
@@ -51,6 +52,7 @@ async function setup (t: Test, lagMs: number) {
   }
   const scheduler = createExportScheduler({
     store: slow,
+    events: createExportEvents({ store: slow }),
     storage: createLocalStorage(join(dir, 'files')),
     signer: createSigner('s'.repeat(32)),
     runTask,

@@ -5,7 +5,7 @@ import { readdirSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 import { admin, createUser, filesDirOf, importLines, sqliteOf } from './helpers/build.js'
-import { buildExportApp, startExport, waitForJob } from './helpers/exports.js'
+import { buildExportApp, startExport, waitForJob, liveResult } from './helpers/exports.js'
 
 type App = Awaited<ReturnType<typeof buildExportApp>>
 
@@ -286,7 +286,7 @@ tap.test('exports: startExport, getRequest, cancelRequest, downloadFile', async 
   add('cancelRequest with a malformed body', { method: 'DELETE', url: `/api/v1/request/${requestId}`, headers: J, payload: '{"x":' })
   add('cancelRequest without a token', { method: 'DELETE', url: `/api/v1/request/${requestId}` })
 
-  const url = new URL(done.result!.fileUrl)
+  const url = new URL(liveResult(done).fileUrl)
   const expires = url.searchParams.get('expires')!
   const sig = url.searchParams.get('sig')!
   for (const id of requestIds) {

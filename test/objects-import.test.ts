@@ -7,7 +7,7 @@ import { build, createUser, importLines, sqliteOf } from './helpers/build.js'
 
 type App = FastifyInstance
 
-function countRows (app: App, table: 'objects' | 'import_rows'): number {
+function countRows (app: App, table: 'objects' | 'import_rows' | 'imports'): number {
   return (sqliteOf(app).prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n
 }
 
@@ -330,14 +330,16 @@ t.test('Content-Type must be NDJSON', async (t) => {
   }
 })
 
-t.test('an empty body imports nothing', async (t) => {
+t.test('a body without any object is a 400, as the spec says (the body is required)', async (t) => {
   const app = await build(t)
   const u = await createUser(app, ['acme'])
-  const empty = await importLines(app, u.headers, 'acme', 'users', '')
-  t.equal(empty.statusCode, 200, empty.body)
-  t.same(empty.json(), { imported: 0 })
-  const blanks = await importLines(app, u.headers, 'acme', 'users', '\n\r\n  \n')
-  t.same(blanks.json(), { imported: 0 })
+  for (const [what, body] of [['empty', ''], ['only blank lines', '\n\r\n  \n']]) {
+    const res = await importLines(app, u.headers, 'acme', 'users', body)
+    t.equal(res.statusCode, 400, `${what}: ${res.body}`)
+    t.equal(res.json().code, 'VALIDATION_FAILED')
+    t.match(res.json().detail, /holds no object/)
+  }
+  t.equal(countRows(app, 'import_rows') + countRows(app, 'imports'), 0, 'nothing staged is left')
   // No body and no Content-Type at all: a client mistake, answered as such (not a 500).
   const none = await app.inject({ method: 'POST', url: '/api/v1/idm/acme/users/import', headers: u.headers })
   t.equal(none.statusCode, 400)

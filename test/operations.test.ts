@@ -43,7 +43,8 @@ t.test('the spec is served as JSON and YAML', async (t) => {
   t.equal(doc.openapi, '3.1.0')
   t.same(Object.keys(doc.paths).sort(), Object.keys(SPEC.paths).sort(), 'every path of openapi.yaml')
   t.ok(doc.paths['/api/v1/admin/users'].post, 'with its operations')
-  t.same(doc, SPEC, 'the document is openapi.yaml as written')
+  t.same({ ...doc, servers: SPEC.servers }, SPEC, 'the document is openapi.yaml as written, but for its servers')
+  t.same(doc.servers, [{ url: 'http://localhost:80', description: 'This server' }], 'which name this server, as the request reached it')
 
   const yaml = await app.inject({ url: '/openapi.yaml' })
   t.equal(yaml.statusCode, 200)
@@ -52,11 +53,18 @@ t.test('the spec is served as JSON and YAML', async (t) => {
   t.same(parse(yaml.body), doc, 'the YAML parses to the same document')
 })
 
-t.test('the spec names PUBLIC_URL as its server when set', async (t) => {
+t.test('the spec names PUBLIC_URL as its server when set, else the host the request reached', async (t) => {
   const app = await build(t, { PUBLIC_URL: 'https://export.example.com' })
-  const doc = (await app.inject({ url: '/openapi.json' })).json()
-  t.same(doc.servers, [{ url: 'https://export.example.com' }])
-  t.same(parse((await app.inject({ url: '/openapi.yaml' })).body).servers, [{ url: 'https://export.example.com' }])
+  const server = [{ url: 'https://export.example.com', description: 'This server' }]
+  t.same((await app.inject({ url: '/openapi.json', headers: { host: 'internal:9999' } })).json().servers, server)
+  t.same(parse((await app.inject({ url: '/openapi.yaml' })).body).servers, server)
+  t.same((await app.inject({ url: '/docs/json' })).json().servers, server, 'and so does the one Swagger UI reads')
+
+  const plain = await build(t)
+  for (const url of ['/openapi.json', '/docs/json']) {
+    const doc = (await plain.inject({ url, headers: { host: 'export.internal:8443' } })).json()
+    t.same(doc.servers, [{ url: 'http://export.internal:8443', description: 'This server' }], `${url}: "Try it out" goes where the page came from`)
+  }
 })
 
 t.test('/docs answers HTML', async (t) => {

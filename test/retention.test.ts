@@ -27,17 +27,27 @@ async function until<T> (what: string, fn: () => T | undefined, ms = 10_000): Pr
   }
 }
 
-async function expectExpired (t: Test, app: Parameters<typeof readStatus>[0], headers: Record<string, string>, requestId: string): Promise<JobStatusBody> {
+/**
+ * A job whose file expired: its status reads Completed with no link but how to export the
+ * page again, and the link it handed out earlier answers 410 saying the same.
+ */
+async function expectExpired (t: Test, app: Parameters<typeof readStatus>[0], headers: Record<string, string>, requestId: string, oldFileUrl: string | null): Promise<JobStatusBody> {
   const res = await readStatus(app, headers, requestId)
   t.equal(res.statusCode, 200)
   const status = res.json() as JobStatusBody
   t.equal(status.status, 'Completed', 'the status still reads Completed')
   t.ok(status.result, 'with its result')
   t.ok(Date.parse(status.result!.expiresAt) <= Date.now(), `result.expiresAt is in the past (${status.result!.expiresAt})`)
-  const file = await downloadFile(app, status.result!.fileUrl)
-  t.equal(file.statusCode, 410, 'a freshly signed fileUrl answers 410')
+  t.equal(status.result!.fileUrl, null, 'no link to a file that is gone')
+  t.equal(status.result!.fileExpired, true)
+  t.same(status.result!.recreate, { method: 'POST', url: `http://localhost:80/api/v1/idm/${FIRM}/${TYPE}/export`, body: { cursor: status.cursor } },
+    'but the request that exports the page again (its own cursor)')
+  const file = await downloadFile(app, oldFileUrl)
+  t.equal(file.statusCode, 410, 'the link handed out earlier answers 410')
   t.match(file.headers['content-type'], /^application\/problem\+json/)
   t.equal(file.json().code, 'FILE_EXPIRED')
+  t.same(file.json().recreate, status.result!.recreate, 'saying the same')
+  t.match(file.json().detail, /export the page again/)
   return status
 }
 
@@ -70,8 +80,9 @@ t.test('the sweeper timer deletes expired files; the status stays Completed, the
   const left = await until('the sweeper to remove the expired files', () => exportFiles(filesDirOf(app)).length === 0 ? [] : undefined)
   t.same(left, [], 'the files directory holds no export file once both have expired')
 
-  await expectExpired(t, app, u.headers, page1.requestId)
-  const expired = await expectExpired(t, app, u.headers, page2.requestId)
+  await expectExpired(t, app, u.headers, page1.requestId, page1.result.fileUrl)
+  const expired = await expectExpired(t, app, u.headers, page2.requestId, page2.result.fileUrl)
+  t.equal(expired.cursor, cursor, 'page 2 says which page it was')
   t.equal(expired.result!.total, 3, 'the result still tells what the file held')
   t.equal(expired.result!.sha256, page2Sha)
 
@@ -120,7 +131,7 @@ t.test('at start-up, export files no completed job owns and files that expired w
   t.same(exportFiles(filesDir), [`${kept.requestId}.ndjson`], 'only the file of the live completed job is left')
   t.ok(statSync(join(filesDir, 'notes.txt')).isFile(), 'files that are not export files are left alone')
 
-  await expectExpired(t, second, u.headers, lapsed.requestId)
+  await expectExpired(t, second, u.headers, lapsed.requestId, lapsed.result.fileUrl)
   const status = (await readStatus(second, u.headers, kept.requestId)).json() as JobStatusBody
   t.equal(status.status, 'Completed')
   const file = await downloadFile(second, status.result!.fileUrl)

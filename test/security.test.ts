@@ -10,7 +10,7 @@ import { loggerOptions } from '../src/logger.js'
 import { loadConfig } from '../src/config.js'
 import { loadSigningSecret, SECRET_FILE } from '../src/services/signing.js'
 import { admin, ADMIN_TOKEN, build, createUser, filesDirOf, importLines } from './helpers/build.js'
-import { buildExportApp, downloadFile, NO_RATE_LIMITS, readStatus, startExport, waitForJob, type JobStatusBody } from './helpers/exports.js'
+import { buildExportApp, downloadFile, NO_RATE_LIMITS, readStatus, startExport, waitForJob, type JobStatusBody, liveResult } from './helpers/exports.js'
 
 const EXPORT_FILE = /^export-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.ndjson$/
 
@@ -96,7 +96,7 @@ tap.test('no token, signature or secret in any log line or error body across a w
       method: 'POST', url: '/api/v1/idm/acme/users/export', headers: { ...u.headers, 'idempotency-key': randomUUID() }, payload: { cursor },
     })
     const status = await waitForJob(app, u.headers, started.json().requestId) as JobStatusBody
-    const fileUrl = status.result!.fileUrl
+    const fileUrl = liveResult(status).fileUrl
     fileUrls.push(fileUrl)
     secrets.add(new URL(fileUrl).searchParams.get('sig')!)
     t.equal((await downloadFile(app, fileUrl)).statusCode, 200)
@@ -213,7 +213,7 @@ tap.test('signatures, cursors and tokens are compared with crypto.timingSafeEqua
   await importLines(app, u.headers, 'acme', 'users', ['{"id":"a"}', '{"id":"b"}'])
   const requestId = await startExport(app, u.headers, 'acme', 'users')
   const done = await waitForJob(app, u.headers, requestId)
-  const fileUrl = new URL(done.result!.fileUrl)
+  const fileUrl = new URL(liveResult(done).fileUrl)
   const sig = fileUrl.searchParams.get('sig')!
   const cursor = done.result!.nextCursor!
 

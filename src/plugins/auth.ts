@@ -41,11 +41,22 @@ export default fp(async function authPlugin (app: FastifyInstance) {
     if (scheme === 'adminToken') {
       const admin = app.config.adminToken
       if (admin === undefined) throw new AppError('UNAUTHENTICATED', 'the admin API is disabled: start the server with ADMIN_TOKEN set')
-      if (!secretsEqual(token, admin)) throw new AppError('UNAUTHENTICATED', 'the admin token is not valid')
+      if (!secretsEqual(token, admin)) {
+        if (await app.services.admin.authenticate(token)) {
+          throw new AppError('UNAUTHENTICATED', 'this is a user token, which opens the user API only; the admin API takes the ADMIN_TOKEN the server was started with')
+        }
+        throw new AppError('UNAUTHENTICATED', 'the admin token is not valid')
+      }
       return
     }
     const principal = await app.services.admin.authenticate(token)
-    if (!principal) throw new AppError('UNAUTHENTICATED', 'the token is unknown or revoked')
+    if (!principal) {
+      const admin = app.config.adminToken
+      if (admin !== undefined && secretsEqual(token, admin)) {
+        throw new AppError('UNAUTHENTICATED', "this is the server's ADMIN_TOKEN, which only opens the admin API; the user API takes a user token (bes_…): create a user with POST /api/v1/admin/users")
+      }
+      throw new AppError('UNAUTHENTICATED', 'the token is unknown or revoked')
+    }
     request.principal = principal
   })
 }, { name: 'auth', dependencies: ['services'] })

@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import type { Socket } from 'node:net'
 import type { Config } from '../config.js'
 import { AppError, ERRORS, problemType, type ErrorCode } from '../errors.js'
+import { schemaFields, suggestField } from './field-hints.js'
 
 /** Fastify's own 4xx errors, by status, mapped onto our codes. */
 const BY_STATUS: Record<number, ErrorCode> = {
@@ -10,6 +11,7 @@ const BY_STATUS: Record<number, ErrorCode> = {
   401: 'UNAUTHENTICATED',
   403: 'FORBIDDEN',
   404: 'NOT_FOUND',
+  412: 'PRECONDITION_FAILED',
   413: 'PAYLOAD_TOO_LARGE',
   415: 'UNSUPPORTED_MEDIA_TYPE',
   416: 'RANGE_NOT_SATISFIABLE',
@@ -18,35 +20,51 @@ const BY_STATUS: Record<number, ErrorCode> = {
 
 interface ValidationItem { instancePath: string, message?: string, params?: Record<string, unknown> }
 
-function describeValidation (error: FastifyError): { detail: string, errors: Array<{ field: string, message: string }> } {
+function describeValidation (error: FastifyError, request: FastifyRequest | undefined) {
   const items = (error.validation ?? []) as ValidationItem[]
   const where = error.validationContext ?? 'request'
+  const known = request && where === 'body' ? schemaFields(request, 'body') : []
   const errors = items.map((v) => {
     const extra = v.params?.additionalProperty
-    const field = extra === undefined ? v.instancePath || '/' : `${v.instancePath}/${String(extra)}`
-    return { field, message: v.message ?? 'is invalid' }
+    if (extra === undefined) return { field: v.instancePath || '/', message: v.message ?? 'is invalid' }
+    // A misnamed field: say so, and which one was probably meant.
+    const suggestion = v.instancePath === '' ? suggestField(String(extra), known) : undefined
+    return { field: `${v.instancePath}/${String(extra)}`, message: 'is not a field of this operation', ...(suggestion ? { suggestion } : {}) }
   })
-  const detail = errors.map((e) => `${where}${e.field === '/' ? '' : e.field} ${e.message}`).join('; ')
+  const detail = errors.map((e) => `${where}${e.field === '/' ? '' : e.field} ${e.message}${'suggestion' in e ? `; did you mean '${e.suggestion}'?` : ''}`).join('; ')
   return { detail: detail || error.message, errors }
 }
 
+/** What to tell a client whose body has a Content-Type the operation does not take. */
+function unsupportedMediaType (request: FastifyRequest | undefined): AppError {
+  const takes = request?.routeOptions.config?.bodyTypes ?? []
+  const got = request?.headers['content-type']?.split(';')[0].trim()
+  const form = got === 'application/x-www-form-urlencoded'
+    ? ": curl -d sends that unless told otherwise; add -H 'Content-Type: " + (takes[0] ?? 'application/json') + "'"
+    : ''
+  return new AppError('UNSUPPORTED_MEDIA_TYPE', takes.length
+    ? `this operation takes a body of Content-Type ${takes.join(' or ')}, not ${got ?? 'none'}${form}`
+    : 'this operation takes no body; send none (see /docs)')
+}
+
 /** Turns any error into the AppError that describes it to the client. */
-function toAppError (error: FastifyError | AppError | Error): AppError {
+function toAppError (error: FastifyError | AppError | Error, request?: FastifyRequest): AppError {
   if (error instanceof AppError) return error
   const fe = error as FastifyError
   if (fe.validation) {
-    const { detail, errors } = describeValidation(fe)
+    const { detail, errors } = describeValidation(fe, request)
     return new AppError('VALIDATION_FAILED', detail, { errors })
   }
-  if (fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-    return new AppError('UNSUPPORTED_MEDIA_TYPE', 'this operation does not take a body of this Content-Type; see /docs')
-  }
+  if (fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return unsupportedMediaType(request)
   if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new AppError('PAYLOAD_TOO_LARGE', 'the request body is larger than this operation allows')
   if (fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return new AppError('VALIDATION_FAILED', 'the body is empty but Content-Type is application/json')
   if (fe instanceof SyntaxError || fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
     return new AppError('VALIDATION_FAILED', 'the body is not valid JSON')
   }
   const status = fe.statusCode
+  // @fastify/send's answers to a file request's preconditions and ranges.
+  if (status === 412) return new AppError('PRECONDITION_FAILED', 'a precondition of the request (If-Match, If-Unmodified-Since) does not hold for this file; read it again without it, or with the current ETag')
+  if (status === 416) return new AppError('RANGE_NOT_SATISFIABLE', 'the requested range lies outside the file; result.bytes has its size')
   if (status !== undefined && status >= 400 && status < 500) {
     // Fastify's own client errors (bad URL, proto keys, …): their messages hold no secrets.
     return new AppError(BY_STATUS[status] ?? 'VALIDATION_FAILED', fe.message)
@@ -95,7 +113,7 @@ export function frameworkErrors (config: Pick<Config, 'maxUrlBytes'>): NonNullab
     if (error.code === 'FST_ERR_BAD_URL' || error.code === 'FST_ERR_MAX_PARAM_LENGTH') {
       return sendProblem(request, reply, new AppError('VALIDATION_FAILED', 'the URL path is not valid: bad percent-encoding, or a path segment longer than 1024 characters'))
     }
-    return sendProblem(request, reply, toAppError(error))
+    return sendProblem(request, reply, toAppError(error, request))
   }
 }
 
@@ -117,7 +135,7 @@ export function clientErrorHandler (err: NodeJS.ErrnoException, socket: Socket):
 /** Every error and every unknown route answers an RFC 9457 problem+json. */
 export default fp(async function errorsPlugin (app: FastifyInstance) {
   app.setErrorHandler((error: FastifyError, request, reply) => {
-    const appError = toAppError(error)
+    const appError = toAppError(error, request)
     if (appError.status >= 500) request.log.error({ err: error }, 'request failed')
     else request.log.info({ code: appError.code }, 'request refused')
     return sendProblem(request, reply, appError)

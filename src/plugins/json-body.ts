@@ -6,6 +6,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** The operation's JSON body is optional: a missing one validates as `{}`. */
     optionalBody?: boolean
+    /** The Content-Types the operation's body may have (from the spec). */
+    bodyTypes?: readonly string[]
   }
 }
 

@@ -1,6 +1,25 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { AppError } from '../errors.js'
 import { uriTooLong } from './errors.js'
+
+/**
+ * A Host header as RFC 9110 allows it: a DNS name, an IPv4 address or a bracketed IPv6
+ * address, and an optional port. Nothing else reaches the links handed to clients.
+ */
+const HOST = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/
+
+/**
+ * Absolute base of links handed to clients (fileUrl, Location, the docs' server):
+ * PUBLIC_URL, else the request's own origin (behind TRUST_PROXY, as the proxy names it).
+ */
+export function baseUrl (request: FastifyRequest): string {
+  const { publicUrl } = request.server.config
+  if (publicUrl) return publicUrl
+  // An HTTP/1.0 request may come without a Host: name the address it reached.
+  const host = request.host || `${request.socket.localAddress?.includes(':') ? `[${request.socket.localAddress}]` : request.socket.localAddress}:${request.socket.localPort}`
+  return `${request.protocol}://${host}`
+}
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -10,8 +29,8 @@ declare module 'fastify' {
 }
 
 /**
- * What every request gets before its route: its id echoed as X-Request-Id and the URL
- * limit (MAX_URL_BYTES). While stopping, answers close their connection, so keep-alive
+ * What every request gets before its route: its id echoed as X-Request-Id, the URL
+ * limit (MAX_URL_BYTES) and a valid Host. While stopping, answers close their connection, so keep-alive
  * clients do not hold the stop open (Fastify closes only idle connections).
  */
 export default fp(async function requestHooksPlugin (app: FastifyInstance) {
@@ -21,6 +40,11 @@ export default fp(async function requestHooksPlugin (app: FastifyInstance) {
   app.addHook('onRequest', async (request, reply) => {
     reply.header('X-Request-Id', request.id)
     if (request.url.length > maxUrlBytes) throw uriTooLong(maxUrlBytes)
+    // RFC 9112: a request whose Host is not a valid host[:port] (or an HTTP/1.1 one without
+    // any) is answered 400.
+    if (request.host ? !HOST.test(request.host) : request.raw.httpVersion !== '1.0') {
+      throw new AppError('VALIDATION_FAILED', 'the Host header is not a valid host[:port]; send the name (or address) and port of this server')
+    }
   })
   app.addHook('onSend', async (_request, reply) => {
     if (app.stopping) reply.header('Connection', 'close')

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { createLocalStorage, exportsDir } from '../files/local-storage.js'
 import { createAdminService, type AdminService } from '../services/admin.js'
+import { createExportEvents, type ExportEvents } from '../services/export-events.js'
 import { createExportScheduler, type ExportScheduler } from '../services/export-scheduler.js'
 import { createExportsService, type ExportsService } from '../services/exports.js'
 import { createFilesService, type FilesService } from '../services/files.js'
@@ -15,6 +16,8 @@ interface Services {
   readonly objects: ObjectsService
   readonly exports: ExportsService
   readonly scheduler: ExportScheduler
+  /** Long-polls on jobs: who waits, and the notifications that answer them. */
+  readonly events: ExportEvents
   readonly files: FilesService
   readonly signer: Signer
 }
@@ -37,12 +40,14 @@ export default fp(async function servicesPlugin (app: FastifyInstance) {
   const storage = createLocalStorage(exportsDir(config))
   const pool = createExportPool(config.exportWorkers)
   const files = createFilesService({ store, storage, signer })
-  const scheduler = createExportScheduler({ store, storage, signer, runTask: pool.run, config, log })
+  const events = createExportEvents({ store })
+  const scheduler = createExportScheduler({ store, events, storage, signer, runTask: pool.run, config, log })
   const services: Services = {
     admin: createAdminService(store),
     objects: createObjectsService(store, config),
-    exports: createExportsService({ store, scheduler, files, signer, config }),
+    exports: createExportsService({ store, scheduler, events, files, signer, config }),
     scheduler,
+    events,
     files,
     signer,
   }
@@ -69,8 +74,11 @@ export default fp(async function servicesPlugin (app: FastifyInstance) {
     }, sweepEveryMs)
     sweeper.unref()
   })
-  // A stop starts no new job, even while HTTP requests drain.
-  app.addHook('preClose', async () => { scheduler.pause() })
+  // A stop starts no new job, even while HTTP requests drain, and answers long-polls now.
+  app.addHook('preClose', async () => {
+    scheduler.pause()
+    events.close()
+  })
   // Runs before the store closes (close hooks run in reverse order of registration).
   app.addHook('onClose', async () => {
     clearInterval(sweeper)

@@ -41,6 +41,10 @@ export default async function objectsRoutes (fastify: FastifyInstance) {
           // problem is to be sent on).
           return await objects.importNdjson(firmId, objectType, body.iterator({ destroyOnReturn: false }))
         } catch (err) {
+          // The client went away mid-body: its own doing, answered (to no one) as a 400.
+          if (!(err instanceof AppError) && (request.raw.aborted || (err as NodeJS.ErrnoException).code === 'ECONNRESET')) {
+            throw new AppError('VALIDATION_FAILED', 'the client closed the connection before the body ended; nothing was imported')
+          }
           // Drain the rest of the body so a client that sends it all before reading gets
           // the problem rather than a reset; past the body limit, hang up instead.
           if (err instanceof AppError && err.code === 'PAYLOAD_TOO_LARGE') reply.header('Connection', 'close')
@@ -49,6 +53,15 @@ export default async function objectsRoutes (fastify: FastifyInstance) {
         }
       },
     })
+  })
+
+  app.route({
+    ...operations.listCollections,
+    handler: async (request) => {
+      const { firmId } = request.params
+      requireFirmAccess(principalOf(request), firmId)
+      return { firmId, collections: await objects.listCollections(firmId) }
+    },
   })
 
   app.route({

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { operations } from '../contract/generated.js'
+import { stringify } from 'yaml'
 import { AppError } from '../errors.js'
 
 /** Health, readiness and the API description. */
@@ -22,10 +23,10 @@ export default async function operationsRoutes (fastify: FastifyInstance) {
     },
   })
 
-  app.route({ ...operations.getOpenApiJson, handler: async () => app.swagger() as unknown as Record<string, unknown> })
+  app.route({ ...operations.getOpenApiJson, handler: async (request) => app.specFor(request) })
 
   app.route({
     ...operations.getOpenApiYaml,
-    handler: async (_request, reply) => reply.type('application/yaml; charset=utf-8').send(app.swagger({ yaml: true })),
+    handler: async (request, reply) => reply.type('application/yaml; charset=utf-8').send(stringify(app.specFor(request))),
   })
 }

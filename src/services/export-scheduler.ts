@@ -5,6 +5,7 @@ import type { FileStorage } from '../files/storage.js'
 import type { ExportJob } from '../store/exports-store.js'
 import type { Store } from '../store/store.js'
 import type { ExportOutcome, ExportTask } from '../worker/export-task.js'
+import type { ExportEvents } from './export-events.js'
 import type { Signer } from './signing.js'
 
 /** Runs one task on the worker pool; aborting the signal stops it. */
@@ -24,6 +25,8 @@ interface Log {
 
 export interface SchedulerDeps {
   store: Store
+  /** Told of every change to a job row, for the requests that wait on it. */
+  events: ExportEvents
   storage: FileStorage
   signer: Signer
   runTask: RunTask
@@ -39,7 +42,7 @@ export interface SchedulerDeps {
  * thread is the only writer of job rows.
  */
 export function createExportScheduler (deps: SchedulerDeps) {
-  const { store, storage, signer, config, log } = deps
+  const { store, storage, signer, config, log, events } = deps
   const now = deps.now ?? Date.now
   const running = new Map<string, { abort: AbortController, done: Promise<void> }>()
   /** Jobs being aborted because of a cancel or a shutdown, not a fault. */
@@ -60,9 +63,13 @@ export function createExportScheduler (deps: SchedulerDeps) {
       await store.scheduler.markJobFailed(job.id, outcome.code, outcome.message, now())
       return
     }
-    const nextCursor = outcome.hasMore && outcome.lastId !== null
-      ? signer.encodeCursor({ firmId: job.firmId, objectType: job.objectType, after: outcome.lastId })
+    // Where the chain stands after this page; unknown when it began with a c1 cursor.
+    const offset = job.startOffset === null ? undefined : job.startOffset + outcome.total
+    const more = outcome.hasMore && outcome.lastId !== null
+    const nextCursor = more
+      ? signer.encodeCursor({ firmId: job.firmId, objectType: job.objectType, after: outcome.lastId as string, offset })
       : null
+    const remaining = !more ? 0 : offset === undefined ? null : Math.max(0, await store.objects.countObjects(job.firmId, job.objectType) - offset)
     const finishedAt = now()
     const done = await store.scheduler.markJobCompleted(job.id, {
       total: outcome.total,
@@ -70,6 +77,7 @@ export function createExportScheduler (deps: SchedulerDeps) {
       bytes: outcome.bytes,
       sha256: outcome.sha256,
       nextCursor,
+      remaining,
       finishedAt,
       expiresAt: finishedAt + config.fileTtlSeconds * 1000,
     })
@@ -118,7 +126,7 @@ export function createExportScheduler (deps: SchedulerDeps) {
     const { port1, port2 } = new MessageChannel()
     port1.on('message', (m: { expected?: number, processed?: number }) => {
       // Progress is best effort: a busy database must not break the job (or the process).
-      store.scheduler.updateJobProgress(job.id, m).catch((err: unknown) => {
+      store.scheduler.updateJobProgress(job.id, m).then(() => { events.changed(job.id) }, (err: unknown) => {
         log.debug({ err, requestId: job.id }, 'progress not recorded')
       })
     })
@@ -138,6 +146,7 @@ export function createExportScheduler (deps: SchedulerDeps) {
         await record(job.id, () => crashed(job, err))
       })
       .finally(() => {
+        events.changed(job.id)
         port1.close()
         running.delete(job.id)
         aborting.delete(job.id)
@@ -166,6 +175,7 @@ export function createExportScheduler (deps: SchedulerDeps) {
           break
         }
         run(job)
+        events.changed(job.id)
       }
     } while (pumpAgain && !isStopped())
   }

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto'
 import type { Config } from '../config.js'
 import { AppError } from '../errors.js'
-import type { ExportJob } from '../store/exports-store.js'
+import type { ExportJob, JobFilter } from '../store/exports-store.js'
 import type { Store } from '../store/store.js'
 import { requireFirmAccess, type Principal } from './access.js'
+import type { ExportEvents } from './export-events.js'
 import type { ExportScheduler } from './export-scheduler.js'
 import { statusView, type StatusView } from './export-view.js'
 import type { FilesService } from './files.js'
@@ -13,6 +14,7 @@ import type { Signer } from './signing.js'
 export interface ExportsDeps {
   store: Store
   scheduler: ExportScheduler
+  events: ExportEvents
   files: FilesService
   signer: Signer
   config: Pick<Config, 'exportWorkers'>
@@ -35,22 +37,43 @@ export function createExportsService (deps: ExportsDeps) {
   }
 
   async function view (job: ExportJob, baseUrl: string): Promise<StatusView> {
-    const pendingAhead = job.status === 'Pending' ? await store.exports.countPendingBefore(job.createdAt) : 0
-    return statusView(job, { baseUrl, now: now(), signer, pendingAhead, workers: deps.config.exportWorkers })
+    const jobsAhead = job.status === 'Pending' ? await store.exports.countPendingBefore(job.createdAt) : 0
+    return statusView(job, { baseUrl, now: now(), signer, jobsAhead, workers: deps.config.exportWorkers })
   }
 
   async function activeConflict (userId: string): Promise<AppError> {
-    const activeRequestId = await store.exports.selectActiveJobId(userId) ?? null
+    const id = await store.exports.selectActiveJobId(userId)
+    const active = id === undefined ? undefined : await store.exports.selectJob(id)
+    if (!active) {
+      // It finished between the refused insert and this read: the slot is free again.
+      return new AppError('EXPORT_ALREADY_ACTIVE', 'you had an export in progress, which has just finished; start again', { activeRequestId: null })
+    }
     return new AppError('EXPORT_ALREADY_ACTIVE',
-      `you already have an export in progress (${activeRequestId}); wait for it to finish before starting another`,
-      { activeRequestId })
+      `you already have an export in progress: ${active.id} of ${active.firmId}/${active.objectType}; wait for it (GET /api/v1/request/${active.id} with Prefer: wait=60) or cancel it (DELETE) before starting another`,
+      { activeRequestId: active.id, activeFirmId: active.firmId, activeObjectType: active.objectType })
   }
 
   return {
+    /**
+     * One page of the caller's requests, newest first, that match the filter; `cursor`
+     * is the previous page's `nextCursor`.
+     */
+    async listRequests (principal: Principal, filter: JobFilter, limit: number, cursor: string | undefined, baseUrl: string): Promise<{ views: StatusView[], nextCursor: string | null }> {
+      const key = JSON.stringify([[...filter.statuses ?? []].sort(), filter.firmId ?? null, filter.objectType ?? null])
+      const after = cursor === undefined ? undefined : signer.decodeListCursor(cursor, principal.userId, key)
+      const jobs = await store.exports.selectJobsOfUser(principal.userId, filter, after, limit + 1)
+      const page = jobs.slice(0, limit)
+      const last = page.at(-1)
+      return {
+        views: await Promise.all(page.map((job) => view(job, baseUrl))),
+        nextCursor: jobs.length > limit && last ? signer.encodeListCursor({ userId: principal.userId, filter: key, createdAt: last.createdAt, id: last.id }) : null,
+      }
+    },
+
     /** Queues an export and returns its id at once; 409 if the user has one active. */
     async startExport (principal: Principal, firmId: string, objectType: string, cursor: string | null | undefined, idempotencyKey?: string): Promise<{ requestId: string }> {
       requireFirmAccess(principal, firmId)
-      const afterId = cursor == null ? null : signer.decodeCursor(cursor, firmId, objectType)
+      const position = cursor == null ? { after: null, offset: 0 } : signer.decodeCursor(cursor, firmId, objectType)
       const hash = idempotencyKey === undefined ? null : requestHash(firmId, objectType, cursor ?? null)
       if (idempotencyKey !== undefined && hash !== null) {
         const previous = await replay(store.exports, principal.userId, idempotencyKey, hash, now())
@@ -63,7 +86,8 @@ export function createExportsService (deps: ExportsDeps) {
         firmId,
         objectType,
         cursorIn: cursor ?? null,
-        afterId,
+        afterId: position.after,
+        startOffset: position.offset ?? null,
         idempotencyKey: idempotencyKey ?? null,
         requestHash: hash,
         createdAt: now(),
@@ -78,9 +102,15 @@ export function createExportsService (deps: ExportsDeps) {
       return { requestId }
     },
 
-    /** The status view of one of the caller's requests, with a fresh download link. */
-    async getStatus (principal: Principal, requestId: string, baseUrl: string): Promise<StatusView> {
-      return view(await ownJob(principal, requestId), baseUrl)
+    /**
+     * The status view of one of the caller's requests, with a fresh download link. With
+     * `waitMs`, an unfinished job's answer waits until it changes (or `waitMs` passes, or
+     * `signal` aborts).
+     */
+    async getStatus (principal: Principal, requestId: string, baseUrl: string, waitMs = 0, signal?: AbortSignal): Promise<StatusView> {
+      const since = deps.events.mark()
+      const job = await ownJob(principal, requestId)
+      return view(waitMs > 0 ? await deps.events.wait(job, since, waitMs, signal) : job, baseUrl)
     },
 
     /**
@@ -91,8 +121,10 @@ export function createExportsService (deps: ExportsDeps) {
       const job = await ownJob(principal, requestId)
       if (await store.exports.markJobCancelled(job.id, now())) {
         scheduler.abort(job.id)
+        deps.events.changed(job.id)
       } else if (job.status === 'Completed' && job.fileName) {
         await deps.files.removeJobFile(job.id, job.fileName)
+        deps.events.changed(job.id)
       }
       return view(await ownJob(principal, requestId), baseUrl)
     },

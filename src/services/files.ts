@@ -1,8 +1,19 @@
 import type { FastifyReply } from 'fastify'
 import { AppError } from '../errors.js'
 import type { FileStorage } from '../files/storage.js'
+import type { JobFile } from '../store/files-store.js'
 import type { Store } from '../store/store.js'
+import { fileGone, recreateOf } from './export-view.js'
 import type { Signer } from './signing.js'
+
+/** The 410 of a genuine link whose file is gone: when, and how to export the page again. */
+function fileGoneProblem (job: JobFile, baseUrl: string): AppError {
+  const recreate = recreateOf(job, baseUrl)
+  const kept = job.expiresAt === null ? '' : ` (kept until ${new Date(job.expiresAt).toISOString()})`
+  return new AppError('FILE_EXPIRED',
+    `the file of ${job.id} is gone${kept}; export the page again: POST ${recreate.url} with ${JSON.stringify(recreate.body)}`,
+    { requestId: job.id, recreate })
+}
 
 /**
  * Export files once written: download checks, early deletion, the retention sweep and
@@ -28,17 +39,26 @@ export function createFilesService (deps: { store: Store, storage: FileStorage, 
     /** Sends a file `resolveDownload` named as the reply's body. */
     send: (reply: FastifyReply, fileName: string) => storage.send(reply, fileName),
 
-    /** Checks a download link and returns the file's name in the storage. */
-    async resolveDownload (requestId: string, expires: string, sig: string): Promise<string> {
+    /**
+     * Checks a download link and returns the file's name in the storage. A genuine link
+     * whose file is gone answers 410 with how to export the page again; one that merely
+     * expired, with where to get a fresh link.
+     */
+    async resolveDownload (requestId: string, expires: string, sig: string, baseUrl: string): Promise<{ fileName: string, bytes: number }> {
       if (!signer.verifyDownload(requestId, expires, sig)) {
         throw new AppError('INVALID_SIGNATURE', 'the download link is not valid; use the fileUrl exactly as the request status returned it')
       }
-      const gone = new AppError('FILE_EXPIRED', 'the download link has expired or the file was removed; read the request status again for a fresh fileUrl (or export the page again)')
-      if (Number(expires) * 1000 < now()) throw gone
       const job = await store.files.selectJobFile(requestId)
-      if (!job || job.status !== 'Completed' || !job.fileName || (job.expiresAt ?? 0) < now()) throw gone
-      if (!await storage.exists(job.fileName)) throw gone
-      return job.fileName
+      if (!job || job.status !== 'Completed' || fileGone(job, now()) || !await storage.exists(job.fileName as string)) {
+        throw job ? fileGoneProblem(job, baseUrl) : new AppError('FILE_EXPIRED', `the file of ${requestId} is gone`, { requestId })
+      }
+      const expiresMs = Number(expires) * 1000
+      if (expiresMs < now()) {
+        throw new AppError('FILE_EXPIRED',
+          `the download link expired at ${new Date(expiresMs).toISOString()}; read the request's status again (GET /api/v1/request/${requestId}) for a fresh fileUrl`,
+          { requestId })
+      }
+      return { fileName: job.fileName as string, bytes: job.bytes ?? 0 }
     },
 
     /** Deletes a completed job's file before it expires. */

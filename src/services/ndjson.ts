@@ -60,7 +60,8 @@ export function decodeUtf8Body (bytes: Buffer): string {
 
 /** Whether an object id can be stored and read back unchanged. */
 export function isValidObjectId (id: unknown): id is string {
-  return typeof id === 'string' && id.length >= 1 && id.length <= 256 && id.isWellFormed() && !id.includes('\u0000')
+  // Characters as the spec (JSON Schema maxLength) counts them: code points, not UTF-16 units.
+  return typeof id === 'string' && id.length >= 1 && id.length <= 512 && id.isWellFormed() && !id.includes('\u0000') && [...id].length <= 256
 }
 
 /**

@@ -89,9 +89,18 @@ export function createObjectsService (store: Store, config: Pick<Config, 'object
         await discard(importId)
         throw err
       }
+      if (count === 0) {
+        await discard(importId)
+        throw new AppError('VALIDATION_FAILED', 'the body holds no object (it is empty, or only blank lines); send one JSON object per line')
+      }
       await objects.markImportMerging(importId)
       await merge(importId, firmId, type)
       return { imported: count }
+    },
+
+    /** A firm's non-empty collections, by name, with their object counts. */
+    async listCollections (firmId: string): Promise<Array<{ objectType: string, objects: number }>> {
+      return (await objects.selectCollections(firmId)).map((c) => ({ objectType: c.type, objects: c.objects }))
     },
 
     /** The stored JSON bytes of one object; 404 when absent. */

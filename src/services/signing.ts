@@ -61,17 +61,47 @@ function mac (key: Buffer, data: string): Buffer {
   return createHmac('sha256', key).update(data).digest()
 }
 
-/** Cursor payload: the page starts after `after` in the (firm, type) collection. */
-export interface CursorPosition { firmId: string, objectType: string, after: string }
+/**
+ * Cursor payload: the page starts after `after` in the (firm, type) collection, and
+ * `offset` objects of the chain came before it (unknown in cursors of version c1).
+ */
+export interface CursorPosition { firmId: string, objectType: string, after: string, offset?: number }
 
-const CURSOR_VERSION = 'c1'
+/** Where a page of GET /api/v1/requests ends: the last request shown, for one user and filter. */
+export interface ListPosition { userId: string, filter: string, createdAt: number, id: string }
+
+const CURSOR_VERSION = 'c2'
+const LIST_VERSION = 'l1'
 
 /**
- * HMAC signing of cursors and download URLs, each with its own derived key so a
- * signature made for one purpose is never valid for the other.
+ * Seals fields (none holds NUL) as `version.payload.mac`: NUL-separated UTF-8 in
+ * base64url, not JSON, since JSON spells a control character in six bytes, which pushed
+ * the cursor of a 256-character id past the 2048 characters the contract allows.
+ */
+function seal (key: Buffer, version: string, fields: string[]): string {
+  const payload = Buffer.from(fields.join('\0'), 'utf8').toString('base64url')
+  return `${version}.${payload}.${mac(key, `${version}.${payload}`).toString('base64url')}`
+}
+
+/** The fields of a genuine sealed value of one of `versions`; a reason string otherwise. */
+function unseal (key: Buffer, value: unknown, versions: string[]): { version: string, fields: string[] } | string {
+  if (typeof value !== 'string' || value.length > 2048) return 'malformed'
+  const parts = value.split('.')
+  if (parts.length !== 3 || !/^[A-Za-z0-9_-]+$/.test(parts[1]) || !SIGNATURE.test(parts[2])) return 'malformed'
+  if (!versions.includes(parts[0])) return 'unknown version'
+  const expected = mac(key, `${parts[0]}.${parts[1]}`)
+  const given = Buffer.from(parts[2], 'base64url')
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return 'bad signature'
+  return { version: parts[0], fields: Buffer.from(parts[1], 'base64url').toString('utf8').split('\0') }
+}
+
+/**
+ * HMAC signing of cursors, list cursors and download URLs, each with its own derived key
+ * so a signature made for one purpose is never valid for another.
  */
 export function createSigner (secret: string) {
   const cursorKey = mac(Buffer.from(secret), 'bulk-export cursor v1')
+  const listKey = mac(Buffer.from(secret), 'bulk-export request list cursor v1')
   const urlKey = mac(Buffer.from(secret), 'bulk-export download url v1')
 
   function invalidCursor (why: string): AppError {
@@ -80,34 +110,39 @@ export function createSigner (secret: string) {
 
   return {
     /** An opaque cursor: version, base64url payload and HMAC, bound to firm and type. */
-    encodeCursor (pos: CursorPosition): string {
-      // NUL-separated UTF-8, not JSON: firm ids, types and object ids never hold NUL, and JSON
-      // spells a control character in six bytes, which pushed the cursor of a 256-character
-      // id past the 2048 characters the contract allows (maxLength of ExportInput.cursor).
-      const payload = Buffer.from(`${pos.firmId}\0${pos.objectType}\0${pos.after}`, 'utf8').toString('base64url')
-      const signature = mac(cursorKey, `${CURSOR_VERSION}.${payload}`).toString('base64url')
-      return `${CURSOR_VERSION}.${payload}.${signature}`
-    },
+    encodeCursor: (pos: CursorPosition): string =>
+      seal(cursorKey, CURSOR_VERSION, [pos.firmId, pos.objectType, pos.after, String(pos.offset ?? '')]),
 
     /**
      * Decodes and verifies a cursor for this firm and type; any other input (forged,
      * truncated, foreign, malformed) throws INVALID_CURSOR, never anything else.
      */
-    decodeCursor (cursor: string, firmId: string, objectType: string): string {
-      if (typeof cursor !== 'string' || cursor.length > 2048) throw invalidCursor('malformed')
-      const parts = cursor.split('.')
-      if (parts.length !== 3 || !/^[A-Za-z0-9_-]+$/.test(parts[1]) || !SIGNATURE.test(parts[2])) {
-        throw invalidCursor('malformed')
-      }
-      if (parts[0] !== CURSOR_VERSION) throw invalidCursor('unknown version')
-      const expected = mac(cursorKey, `${parts[0]}.${parts[1]}`)
-      const given = Buffer.from(parts[2], 'base64url')
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalidCursor('bad signature')
-      const value = Buffer.from(parts[1], 'base64url').toString('utf8').split('\0')
-      if (value.length !== 3) throw invalidCursor('malformed')
-      const [f, t, after] = value
+    decodeCursor (cursor: string, firmId: string, objectType: string): { after: string, offset?: number } {
+      const open = unseal(cursorKey, cursor, ['c1', CURSOR_VERSION])
+      if (typeof open === 'string') throw invalidCursor(open)
+      const { version, fields } = open
+      if (fields.length !== (version === 'c1' ? 3 : 4)) throw invalidCursor('malformed')
+      const [f, t, after, offset] = fields
       if (f !== firmId || t !== objectType) throw invalidCursor('it belongs to another firm or object type')
-      return after
+      if (offset === undefined || offset === '') return { after }
+      if (!/^\d{1,16}$/.test(offset) || !Number.isSafeInteger(Number(offset))) throw invalidCursor('malformed')
+      return { after, offset: Number(offset) }
+    },
+
+    /** The opaque cursor of the next page of a request list. */
+    encodeListCursor: (pos: ListPosition): string =>
+      seal(listKey, LIST_VERSION, [pos.userId, pos.filter, String(pos.createdAt), pos.id]),
+
+    /** The position a list cursor stands for, when it is genuine and of this user and filter. */
+    decodeListCursor (cursor: string, userId: string, filter: string): { createdAt: number, id: string } {
+      const invalid = (why: string): AppError => new AppError('INVALID_CURSOR',
+        `the cursor is not valid for this list (${why}); pass the nextCursor of the previous page with the same filters, or none for the first page`)
+      const open = unseal(listKey, cursor, [LIST_VERSION])
+      if (typeof open === 'string') throw invalid(open)
+      const [user, filterOf, createdAt, id] = open.fields
+      if (open.fields.length !== 4 || !/^\d{1,15}$/.test(createdAt)) throw invalid('malformed')
+      if (user !== userId || filterOf !== filter) throw invalid('it belongs to another list')
+      return { createdAt: Number(createdAt), id }
     },
 
     /** Signature of a download link: HMAC over request id and expiry (unix seconds). */

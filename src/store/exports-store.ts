@@ -4,7 +4,14 @@ import type { exportJobs } from './schema.js'
 export type ExportJob = typeof exportJobs.$inferSelect
 
 type NewExportJob = Pick<typeof exportJobs.$inferInsert,
-  'id' | 'userId' | 'firmId' | 'objectType' | 'cursorIn' | 'afterId' | 'idempotencyKey' | 'requestHash' | 'createdAt'>
+  'id' | 'userId' | 'firmId' | 'objectType' | 'cursorIn' | 'afterId' | 'startOffset' | 'idempotencyKey' | 'requestHash' | 'createdAt'>
+
+/** Which of a user's jobs a list shows. */
+export interface JobFilter {
+  statuses?: ExportJob['status'][]
+  firmId?: string
+  objectType?: string
+}
 
 /**
  * What refused an insert: the user already has a Pending or InProgress job, or already
@@ -23,6 +30,11 @@ export interface ExportsStore {
   clearIdempotencyKey: (id: string) => Promise<void>
   /** Fails a Pending or InProgress job as CANCELLED; false when it had already finished. */
   markJobCancelled: (id: string, now: number) => Promise<boolean>
+  /**
+   * A user's jobs, newest first (created_at, then id, descending), that match the filter
+   * and come after `after` in that order; at most `limit`.
+   */
+  selectJobsOfUser: (userId: string, filter: JobFilter, after: { createdAt: number, id: string } | undefined, limit: number) => Promise<ExportJob[]>
   /** How many Pending jobs were created before `createdAt` (the queue ahead of a job). */
   countPendingBefore: (createdAt: number) => Promise<number>
 }

@@ -1,7 +1,7 @@
 import type { ExportJob } from './exports-store.js'
 
 /** A completed job's file as downloads and retention see it. */
-type JobFile = Pick<ExportJob, 'id' | 'status' | 'fileName' | 'expiresAt'>
+export type JobFile = Pick<ExportJob, 'id' | 'status' | 'firmId' | 'objectType' | 'cursorIn' | 'fileName' | 'bytes' | 'expiresAt'>
 
 /** Which export files exist and until when. */
 export interface FilesStore {

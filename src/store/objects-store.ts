@@ -16,7 +16,10 @@ export interface ObjectsStore {
   deleteObject: (firmId: string, type: string, id: string) => Promise<boolean>
   /** Inserts or replaces many objects at once (bulk loads such as the demo seed). */
   upsertObjects: (firmId: string, type: string, rows: Array<{ id: string, doc: Buffer }>, now: number) => Promise<void>
+  /** How many objects a collection holds (a counter the database keeps: no scan). */
   countObjects: (firmId: string, type: string) => Promise<number>
+  /** A firm's non-empty collections by name, with their object counts. */
+  selectCollections: (firmId: string) => Promise<Array<{ type: string, objects: number }>>
 
   /** Records an import that has started reading its body (state `staging`). */
   insertImport: (id: string, firmId: string, type: string, now: number) => Promise<void>

@@ -8,6 +8,8 @@ interface Completion {
   bytes: number
   sha256: string
   nextCursor: string | null
+  /** Objects of the collection after this page, when known. */
+  remaining: number | null
   finishedAt: number
   expiresAt: number
 }

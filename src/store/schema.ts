@@ -49,6 +49,17 @@ export const objects = sqliteTable('objects', {
 }, (t) => [uniqueIndex('objects_key_unique').on(t.firmId, t.type, t.id)])
 
 /**
+ * How many objects each collection holds, kept by triggers on `objects` (see the
+ * migration 0002): listing a firm's collections and telling how much of one remains after
+ * an export page cost one row read, not a scan.
+ */
+export const collections = sqliteTable('collections', {
+  firmId: text('firm_id').notNull(),
+  type: text('type').notNull(),
+  objects: integer('objects').notNull(),
+}, (t) => [primaryKey({ columns: [t.firmId, t.type] })])
+
+/**
  * Imports under way. `staging`: the body is still being read and validated (discarded if
  * the server stops). `merging`: the whole body proved valid and its rows are being moved
  * into `objects` in batches; a restart finishes the move, so a valid import is never
@@ -87,6 +98,10 @@ export const exportJobs = sqliteTable('export_jobs', {
   cursorIn: text('cursor_in'),
   /** The last id before this page, decoded from cursorIn. */
   afterId: text('after_id'),
+  /** How many objects of the chain came before this page (from cursorIn; 0 for the first page, null when unknown). */
+  startOffset: integer('start_offset'),
+  /** Objects of the collection after this page when it completed (null when unknown). */
+  remaining: integer('remaining'),
   processed: integer('processed').notNull().default(0),
   total: integer('total'),
   nextCursor: text('next_cursor'),
@@ -107,5 +122,5 @@ export const exportJobs = sqliteTable('export_jobs', {
   uniqueIndex('export_jobs_one_active_per_user').on(t.userId).where(sql`status IN ('Pending', 'InProgress')`),
   uniqueIndex('export_jobs_idempotency').on(t.userId, t.idempotencyKey).where(sql`idempotency_key IS NOT NULL`),
   index('export_jobs_queue_idx').on(t.status, t.createdAt),
-  index('export_jobs_user_idx').on(t.userId, t.createdAt),
+  index('export_jobs_user_idx').on(t.userId, t.createdAt, t.id),
 ])

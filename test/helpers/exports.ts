@@ -18,6 +18,16 @@ export async function buildExportApp (t: Parameters<typeof build>[0], env: Recor
 /** A job's status body, as the contract defines it. */
 export type JobStatusBody = RequestStatus
 
+/** The result of a completed job whose file is still there. */
+export type LiveResult = NonNullable<RequestStatus['result']> & { fileUrl: string }
+
+/** A completed job's result with its link; throws when the job has none (not Completed, or its file gone). */
+export function liveResult (status: JobStatusBody): LiveResult {
+  const result = status.result
+  if (status.status !== 'Completed' || !result || result.fileUrl === null) throw new Error(`job ${status.requestId} has no file: ${JSON.stringify(status)}`)
+  return result as LiveResult
+}
+
 /** One status read, as seen while polling. */
 export interface Poll { status: string, processed: number, retryAfter: string | undefined }
 
@@ -62,7 +72,8 @@ export async function waitForJob (app: FastifyInstance, headers: Record<string, 
 }
 
 /** Downloads a fileUrl through inject (its path and query; the origin is ignored). */
-export async function downloadFile (app: FastifyInstance, fileUrl: string, headers: Record<string, string> = {}) {
+export async function downloadFile (app: FastifyInstance, fileUrl: string | null, headers: Record<string, string> = {}) {
+  if (fileUrl === null) throw new Error('no fileUrl: the file has expired')
   const url = new URL(fileUrl)
   return app.inject({ url: url.pathname + url.search, headers })
 }
@@ -72,9 +83,10 @@ export async function exportPage (app: FastifyInstance, headers: Record<string, 
   const requestId = await startExport(app, headers, firmId, type, cursor)
   const status = await waitForJob(app, headers, requestId)
   if (status.status !== 'Completed' || !status.result) throw new Error(`job ${requestId} ${status.status}: ${JSON.stringify(status.error)}`)
-  const file = await downloadFile(app, status.result.fileUrl)
-  if (file.statusCode !== 200) throw new Error(`download ${status.result.fileUrl}: ${file.statusCode} ${file.body}`)
-  return { requestId, status, result: status.result, file: file.rawPayload }
+  const result = liveResult(status)
+  const file = await downloadFile(app, result.fileUrl)
+  if (file.statusCode !== 200) throw new Error(`download ${result.fileUrl}: ${file.statusCode} ${file.body}`)
+  return { requestId, status, result, file: file.rawPayload }
 }
 
 /** Follows cursors from none to null; returns every page. Throws past `maxPages`. */
@@ -99,7 +111,8 @@ export function ndjsonLines (file: Buffer): string[] {
 }
 
 /** A raw HTTP GET over a real socket (no automatic decompression, no keep-alive). */
-export async function httpGet (url: string, headers: Record<string, string> = {}): Promise<{ status: number, headers: Record<string, string | string[] | undefined>, body: Buffer }> {
+export async function httpGet (url: string | null, headers: Record<string, string> = {}): Promise<{ status: number, headers: Record<string, string | string[] | undefined>, body: Buffer }> {
+  if (url === null) throw new Error('no URL: the file has expired')
   return new Promise((resolve, reject) => {
     const req = httpRequest(url, { headers, agent: false }, (res) => {
       const chunks: Buffer[] = []

@@ -1,4 +1,4 @@
-import { and, count, eq, inArray, lt, sql } from 'drizzle-orm'
+import { and, count, desc, eq, inArray, lt, or, sql } from 'drizzle-orm'
 import type { ExportsStore, InsertJobOutcome } from '../exports-store.js'
 import { ACTIVE_STATUSES, exportJobs } from '../schema.js'
 import { driverError, type Db, type Run } from './connection.js'
@@ -48,6 +48,17 @@ export function createExportsStore (db: Db, q: ReturnType<typeof prepareExportsQ
       .set({ status: 'Failed', errorCode: 'CANCELLED', errorMessage: 'the request was cancelled by its owner', finishedAt: now })
       .where(and(eq(exportJobs.id, id), inArray(exportJobs.status, ACTIVE_STATUSES)))
       .run().changes > 0),
+    selectJobsOfUser: (userId, filter, after, limit) => run(() => db.select().from(exportJobs)
+      .where(and(
+        eq(exportJobs.userId, userId),
+        filter.statuses?.length ? inArray(exportJobs.status, filter.statuses) : undefined,
+        filter.firmId === undefined ? undefined : eq(exportJobs.firmId, filter.firmId),
+        filter.objectType === undefined ? undefined : eq(exportJobs.objectType, filter.objectType),
+        after === undefined
+          ? undefined
+          : or(lt(exportJobs.createdAt, after.createdAt), and(eq(exportJobs.createdAt, after.createdAt), lt(exportJobs.id, after.id)))
+      ))
+      .orderBy(desc(exportJobs.createdAt), desc(exportJobs.id)).limit(limit).all()),
     countPendingBefore: (createdAt) => run(() => q.pendingBefore.get({ createdAt })?.n ?? 0),
   }
 }

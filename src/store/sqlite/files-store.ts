@@ -9,7 +9,14 @@ const completedWithFile = and(eq(exportJobs.status, 'Completed'), isNotNull(expo
 export function createFilesStore (db: Db, run: Run): FilesStore {
   return {
     selectJobFile: (jobId) => run(() => db.select({
-      id: exportJobs.id, status: exportJobs.status, fileName: exportJobs.fileName, expiresAt: exportJobs.expiresAt,
+      id: exportJobs.id,
+      status: exportJobs.status,
+      firmId: exportJobs.firmId,
+      objectType: exportJobs.objectType,
+      cursorIn: exportJobs.cursorIn,
+      fileName: exportJobs.fileName,
+      bytes: exportJobs.bytes,
+      expiresAt: exportJobs.expiresAt,
     }).from(exportJobs).where(eq(exportJobs.id, jobId)).get()),
     selectExpiredFiles: (now) => run(() => db.select({ id: exportJobs.id, fileName: sql<string>`${exportJobs.fileName}` })
       .from(exportJobs).where(and(completedWithFile, lte(exportJobs.expiresAt, now))).all()),

@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3'
-import { and, asc, count, eq, lte, sql } from 'drizzle-orm'
+import { and, asc, eq, gt, lte, sql } from 'drizzle-orm'
 import type { ObjectsStore, StagedRow } from '../objects-store.js'
-import { importRows, imports, objects } from '../schema.js'
+import { collections, importRows, imports, objects } from '../schema.js'
 import { compile, type Db, type Run } from './connection.js'
 
 const p = sql.placeholder
@@ -55,8 +55,10 @@ export function createObjectsStore (db: Db, sqlite: Database.Database, q: Return
     deleteObject: (firmId, type, id) => run(() =>
       db.delete(objects).where(and(eq(objects.firmId, firmId), eq(objects.type, type), eq(objects.id, id))).run().changes > 0),
     upsertObjects: (firmId, type, rows, now) => run(() => upsertAll(firmId, type, rows, now)),
-    countObjects: (firmId, type) => run(() =>
-      db.select({ n: count() }).from(objects).where(and(eq(objects.firmId, firmId), eq(objects.type, type))).get()?.n ?? 0),
+    countObjects: (firmId, type) => run(() => db.select({ n: collections.objects }).from(collections)
+      .where(and(eq(collections.firmId, firmId), eq(collections.type, type))).get()?.n ?? 0),
+    selectCollections: (firmId) => run(() => db.select({ type: collections.type, objects: collections.objects }).from(collections)
+      .where(and(eq(collections.firmId, firmId), gt(collections.objects, 0))).orderBy(asc(collections.type)).all()),
 
     insertImport: (id, firmId, type, now) => run(() => {
       db.insert(imports).values({ id, firmId, type, state: 'staging', createdAt: now }).run()

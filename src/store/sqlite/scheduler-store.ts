@@ -41,6 +41,7 @@ export function createSchedulerStore (db: Db, q: ReturnType<typeof prepareSchedu
         bytes: c.bytes,
         sha256: c.sha256,
         nextCursor: c.nextCursor,
+        remaining: c.remaining,
         finishedAt: c.finishedAt,
         expiresAt: c.expiresAt,
       })
