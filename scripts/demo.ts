@@ -11,6 +11,7 @@ import { loadConfig } from '../src/config.js'
 import { createAdminService } from '../src/services/admin.js'
 import type { ObjectsStore } from '../src/store/objects-store.js'
 import { openSqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import { EXPORT_ALL } from './lib/demo-commands.js'
 import { makeGroup, makeUser, objectBatches, prng } from './lib/demo-data.js'
 import { waitReady } from './lib/server-process.js'
 
@@ -67,28 +68,28 @@ server.on('exit', (code) => process.exit(code ?? 0))
 await waitReady(new URL(`${base}/readyz`), 10_000)
 
 const auth = '-H "Authorization: Bearer $TOKEN"'
-const json = (expr: string): string => `node -pe 'JSON.parse(require("fs").readFileSync(0)).${expr}'`
+const indent = (text: string): string => text.split('\n').map((line) => `  ${line}`).join('\n')
 console.log(`
 Bulk export server demo is running at ${base}  (Ctrl-C stops it)
   firm '${FIRM}': ${USERS.toLocaleString('en-US')} users, ${GROUPS.toLocaleString('en-US')} groups
   API docs: ${base}/docs
 
-Paste into a shell:
+Paste into a shell (bash, with curl and node):
 
   export TOKEN=${token}
   export ADMIN_TOKEN=${adminToken}
   export BASE=${base}
 
-  # start an export of the users (at most ${config.exportJobSize.toLocaleString('en-US')} per file)
-  REQ=$(curl -s -X POST ${auth} $BASE/api/v1/idm/${FIRM}/users/export | ${json('requestId')}); echo $REQ
-  # poll its status until it is Completed
-  until curl -s ${auth} $BASE/api/v1/request/$REQ | grep -q '"status":"Completed"'; do sleep 1; done
-  curl -s ${auth} $BASE/api/v1/request/$REQ; echo
-  # download the file (the signed fileUrl needs no token)
-  curl -s -o page-1.ndjson "$(curl -s ${auth} $BASE/api/v1/request/$REQ | ${json('result.fileUrl')})"; wc -l page-1.ndjson
-  # the next page continues from nextCursor (null on the last page)
-  CURSOR=$(curl -s ${auth} $BASE/api/v1/request/$REQ | ${json('result.nextCursor')})
-  curl -s -X POST ${auth} -H 'Content-Type: application/json' -d "{\\"cursor\\":\\"$CURSOR\\"}" $BASE/api/v1/idm/${FIRM}/users/export; echo
+  # what the firm holds
+  curl -s ${auth} $BASE/api/v1/idm/${FIRM}/collections; echo
+
+  # export every page of the users (at most ${config.exportJobSize.toLocaleString('en-US')} per file) as page-N.ndjson:
+  # start, wait (long-poll), stop on Failed, download, check sha256, follow nextCursor
+${indent(EXPORT_ALL)}
+  export_all ${FIRM} users
+
+  # your requests, newest first (a crashed client finds its job here)
+  curl -s ${auth} "$BASE/api/v1/requests?limit=3"; echo
 
   # one object, an import, and the admin API
   curl -s ${auth} $BASE/api/v1/idm/${FIRM}/groups/${firstGroupId}; echo
