@@ -138,3 +138,66 @@ tap.test('a client that drops an import mid-body is its own doing: logged at inf
   t.ok(lines.some((l) => l.msg === 'request refused' && l.code === 'VALIDATION_FAILED' && l.level === 30), 'an info line says the request was refused')
   t.equal(sqliteOf(app).prepare('SELECT count(*) FROM objects').pluck().get(), 0, 'nothing was imported')
 })
+
+tap.test('a forwarded scheme must be http or https; the spec, which names the host, is never cached', async (t) => {
+  const app = await buildExportApp(t, { TRUST_PROXY: '127.0.0.1' })
+  const u = await createUser(app, ['acme'])
+  for (const proto of ['https://evil.example/#', 'javascript', 'ftp']) {
+    const res = await postExport(app, { ...u.headers, 'x-forwarded-proto': proto }, 'acme', 'users')
+    t.equal(res.statusCode, 400, proto)
+    t.match(res.json().detail, /X-Forwarded-Proto must be http or https/)
+  }
+  const spec = await app.inject({ url: '/openapi.json', headers: { 'x-forwarded-proto': 'https://evil.example/#' } })
+  t.equal(spec.statusCode, 400, 'nor does it reach the spec')
+  for (const url of ['/openapi.json', '/openapi.yaml', '/docs/json']) {
+    t.equal((await app.inject({ url })).headers['cache-control'], 'no-store', `${url} is not cached`)
+  }
+})
+
+tap.test('Host names with _ (container service names) are fine; a port past 65535 is not', async (t) => {
+  const app = await buildExportApp(t)
+  for (const host of ['bulk_export:3000', 'my_svc', 'node~1.internal:8080']) {
+    t.equal((await app.inject({ url: '/healthz', headers: { host } })).statusCode, 200, host)
+  }
+  t.equal((await app.inject({ url: '/healthz', headers: { host: 'localhost:99999' } })).statusCode, 400, 'port 99999')
+})
+
+tap.test('downloads vary on Accept-Encoding whatever the answer; a 304 is not encoded; an empty file ignores ranges', async (t) => {
+  const app = await buildExportApp(t)
+  const u = await createUser(app, ['acme'])
+  t.equal((await importLines(app, u.headers, 'acme', 'users', Array.from({ length: 50 }, (_, i) => JSON.stringify({ id: `u-${i}`, pad: 'x'.repeat(50) })))).statusCode, 200)
+  const { result } = await exportPage(app, u.headers, 'acme', 'users')
+  const base = await app.listen({ port: 0, host: '127.0.0.1' })
+  const url = result.fileUrl.replace(/^http:\/\/[^/]+/, base)
+  const plain = await httpGet(url)
+  t.match(plain.headers.vary, /Accept-Encoding/i, '200')
+  t.match((await httpGet(url, { range: 'bytes=0-9' })).headers.vary, /Accept-Encoding/i, '206')
+  const notModified = await httpGet(url, { 'if-none-match': plain.headers.etag as string, 'accept-encoding': 'gzip' })
+  t.equal(notModified.status, 304)
+  t.equal(notModified.headers['content-encoding'], undefined, 'a 304 says no encoding')
+
+  const empty = await exportPage(app, u.headers, 'acme', 'nothing')
+  t.equal(empty.result.total, 0)
+  const emptyUrl = empty.result.fileUrl.replace(/^http:\/\/[^/]+/, base)
+  for (const range of ['bytes=-10', 'bytes=0-']) {
+    const res = await httpGet(emptyUrl, { range })
+    t.equal(res.status, 200, `${range} on an empty file: the whole (empty) file`)
+    t.equal(res.body.length, 0)
+  }
+})
+
+tap.test('remaining is an estimate, but never 0 while a next cursor exists', async (t) => {
+  const app = await buildExportApp(t, { EXPORT_JOB_SIZE: '2' })
+  const u = await createUser(app, ['acme'])
+  t.equal((await importLines(app, u.headers, 'acme', 'users', Array.from({ length: 6 }, (_, i) => JSON.stringify({ id: `u-${i}` })))).statusCode, 200)
+  const first = await exportPage(app, u.headers, 'acme', 'users')
+  t.equal(first.result.remaining, 4)
+  // Objects before the cursor disappear: the count-based estimate undercounts.
+  for (const id of ['u-0', 'u-1']) await app.inject({ method: 'DELETE', url: `/api/v1/idm/acme/users/${id}`, headers: u.headers })
+  const second = await exportPage(app, u.headers, 'acme', 'users', first.result.nextCursor)
+  t.type(second.result.nextCursor, 'string', 'u-4 and u-5 still follow')
+  t.ok(second.result.remaining! >= 1, `so remaining is at least 1 (${second.result.remaining})`)
+  const third = await exportPage(app, u.headers, 'acme', 'users', second.result.nextCursor)
+  t.equal(third.result.nextCursor, null)
+  t.equal(third.result.remaining, 0, '0 exactly on the last page')
+})

@@ -108,3 +108,45 @@ tap.test('a firm lists its collections with their counts, so a typo is caught be
   const other = await createUser(app, ['globex'], 'other')
   t.equal((await app.inject({ url: '/api/v1/idm/acme/collections', headers: other.headers })).statusCode, 403, 'only for its members')
 })
+
+tap.test('collection counts follow re-imports and updates, and an upgraded database counts what it already held', async (t) => {
+  const app = await buildExportApp(t)
+  const u = await createUser(app, ['acme'])
+  const count = async () => (await app.inject({ url: '/api/v1/idm/acme/collections', headers: u.headers })).json().collections
+  t.equal((await importLines(app, u.headers, 'acme', 'users', ['{"id":"a"}', '{"id":"b"}'])).statusCode, 200)
+  t.equal((await importLines(app, u.headers, 'acme', 'users', ['{"id":"b","v":2}', '{"id":"c"}'])).statusCode, 200)
+  t.same(await count(), [{ objectType: 'users', objects: 3 }], 'a re-import counts only the new ids')
+  await app.inject({ method: 'PUT', url: '/api/v1/idm/acme/users/a', headers: u.headers, payload: { id: 'a', v: 3 } })
+  t.same(await count(), [{ objectType: 'users', objects: 3 }], 'an update counts nothing')
+  t.equal((await importLines(app, u.headers, 'acme', 'users', ['{"id":"d"}', 'not json'])).statusCode, 400)
+  t.same(await count(), [{ objectType: 'users', objects: 3 }], 'a refused import counts nothing')
+})
+
+tap.test('the migration that adds the counters counts the objects a database already held', async (t) => {
+  const { mkdtempSync, cpSync, rmSync } = await import('node:fs')
+  const { join } = await import('node:path')
+  const { tmpdir } = await import('node:os')
+  const Database = (await import('better-sqlite3')).default
+  const { drizzle } = await import('drizzle-orm/better-sqlite3')
+  const { migrate } = await import('drizzle-orm/better-sqlite3/migrator')
+  const { openSqliteStore } = await import('../src/store/sqlite/sqlite-store.js')
+  const dir = mkdtempSync(join(tmpdir(), 'bes-migrate-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  // A database as the version before the counters left it: migrations 0000 and 0001 only.
+  const older = join(dir, 'migrations')
+  cpSync(new URL('../db/migrations', import.meta.url), older, { recursive: true, filter: (src) => !src.includes('0002') })
+  const journal = JSON.parse((await import('node:fs')).readFileSync(join(older, 'meta/_journal.json'), 'utf8'))
+  journal.entries = journal.entries.filter((e: { tag: string }) => !e.tag.startsWith('0002'));
+  (await import('node:fs')).writeFileSync(join(older, 'meta/_journal.json'), JSON.stringify(journal))
+  const sqlite = new Database(join(dir, 'bulk-export.sqlite'))
+  migrate(drizzle(sqlite), { migrationsFolder: older })
+  const insert = sqlite.prepare("INSERT INTO objects (firm_id, type, id, doc, created_at, updated_at) VALUES (?, ?, ?, '{}', 0, 0)")
+  for (let i = 0; i < 5; i++) insert.run('acme', 'users', `u-${i}`)
+  insert.run('acme', 'groups', 'g-1')
+  insert.run('beta', 'users', 'u-1')
+  sqlite.close()
+  const store = openSqliteStore(dir)
+  t.same(await store.objects.selectCollections('acme'), [{ type: 'groups', objects: 1 }, { type: 'users', objects: 5 }])
+  t.equal(await store.objects.countObjects('beta', 'users'), 1)
+  await store.close()
+})

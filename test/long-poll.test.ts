@@ -73,29 +73,28 @@ tap.test('a finished job answers a long-poll at once; the preference is capped a
   }
 })
 
-tap.test('1,000 waiters on one job cost a handful of row reads, and all learn it completed', async (t) => {
+tap.test('1,000 waiters (100 users, 10 each on their own job) cost one row read per change, not one per waiter', async (t) => {
   const app = await buildExportApp(t)
-  const u = await createUser(app, ['acme'])
-  await seedObjects(app, 'acme', 'users', 20_000)
+  const users = await Promise.all(Array.from({ length: 100 }, (_, i) => createUser(app, ['acme'], `u${i}`)))
+  await seedObjects(app, 'acme', 'users', 1000)
   const base = await listen(app)
   app.services.scheduler.pause()
-  const requestId = await startExport(app, u.headers, 'acme', 'users')
-  const waiters = Array.from({ length: 1000 }, () => longPoll(base, u.headers, requestId, 'wait=60'))
+  const jobs = await Promise.all(users.map((u) => startExport(app, u.headers, 'acme', 'users')))
+  const waiters = users.flatMap((u, i) => Array.from({ length: 10 }, () => longPoll(base, u.headers, jobs[i], 'wait=60')))
   await until('1,000 requests to wait', () => app.services.events.waiting() === 1000)
   const { reads } = countJobReads(app)
+  const events = app.services.events as { changed: (id: string) => void }
+  const notify = events.changed
+  let changes = 0
+  events.changed = (id) => {
+    changes++
+    notify(id)
+  }
   app.services.scheduler.start()
   const first = await Promise.all(waiters)
-  t.ok(first.every((a) => a.status === 200 && a.body.status !== 'Pending'), 'all 1,000 are answered when the job starts')
-  t.ok(reads() <= 5, `the wake-up of 1,000 waiters cost ${reads()} reads of the job row, not one per waiter`)
-  // Each waits again (as a client would) until the end: every new request reads its job
-  // once, as any status read does, and the job's completion is one more read for all.
-  const before = reads()
-  const finals = await Promise.all(first.map(async (res) => {
-    while (res.body.status !== 'Completed') res = await longPoll(base, u.headers, requestId, 'wait=60')
-    return res.body.status
-  }))
-  t.equal(finals.filter((s) => s === 'Completed').length, 1000, 'every waiter saw the job complete')
-  t.ok(reads() - before <= 1000 + 5, `the second round cost ${reads() - before} reads: one per request, and a handful for the change`)
+  t.ok(first.every((a) => a.status === 200 && a.body.status !== 'Pending'), 'all 1,000 are answered once their job starts')
+  t.ok(reads() <= changes, `${reads()} reads of job rows for ${changes} changes to them, while 1,000 requests waited`)
+  t.ok(reads() < 1000 / 2, 'far fewer than one per waiter')
 })
 
 tap.test('a stop answers every waiter at once', async (t) => {
@@ -104,8 +103,10 @@ tap.test('a stop answers every waiter at once', async (t) => {
   await seedObjects(app, 'acme', 'users', 10)
   const base = await listen(app)
   app.services.scheduler.pause()
-  const requestId = await startExport(app, u.headers, 'acme', 'users')
-  const waiters = Array.from({ length: 50 }, () => longPoll(base, u.headers, requestId, 'wait=60'))
+  const others = await Promise.all(Array.from({ length: 4 }, (_, i) => createUser(app, ['acme'], `o${i}`)))
+  const all = [u, ...others]
+  const ids = await Promise.all(all.map((x) => startExport(app, x.headers, 'acme', 'users')))
+  const waiters = all.flatMap((x, i) => Array.from({ length: 10 }, () => longPoll(base, x.headers, ids[i], 'wait=60')))
   await until('50 requests to wait', () => app.services.events.waiting() === 50)
   const t0 = Date.now()
   const closed = app.close()
@@ -128,4 +129,74 @@ tap.test('a waiter that goes away is forgotten', async (t) => {
   t.equal(await req, 'aborted')
   await until('the waiter to be dropped', () => app.services.events.waiting() === 0)
   t.equal(app.services.events.waiting(), 0)
+})
+
+tap.test('one user holds at most 10 waiting requests: more are answered at once, without Preference-Applied', async (t) => {
+  const app = await buildExportApp(t)
+  const u = await createUser(app, ['acme'])
+  const base = await listen(app)
+  app.services.scheduler.pause()
+  const requestId = await startExport(app, u.headers, 'acme', 'users')
+  const held = Array.from({ length: 10 }, () => longPoll(base, u.headers, requestId, 'wait=60'))
+  await until('10 requests to wait', () => app.services.events.waiting() === 10)
+  const t0 = Date.now()
+  const eleventh = await longPoll(base, u.headers, requestId, 'wait=60')
+  t.ok(eleventh.at - t0 < 1000, 'the 11th is answered at once')
+  t.equal(eleventh.headers.get('preference-applied'), null, 'and says it was not held')
+  t.equal(eleventh.headers.get('retry-after'), '1', 'with when to ask again')
+  t.match(eleventh.headers.get('vary'), /Prefer/)
+  const other = await createUser(app, ['acme'], 'other')
+  app.services.scheduler.start()
+  await Promise.all(held)
+  t.equal(app.services.events.waiting(), 0)
+  t.ok(other, 'each user has a budget of its own')
+})
+
+tap.test('a cancel wakes the waiters of its job', async (t) => {
+  const app = await buildExportApp(t)
+  const u = await createUser(app, ['acme'])
+  const base = await listen(app)
+  app.services.scheduler.pause()
+  const requestId = await startExport(app, u.headers, 'acme', 'users')
+  const waiting = longPoll(base, u.headers, requestId, 'wait=60')
+  await until('the request to wait', () => app.services.events.waiting() === 1)
+  const t0 = Date.now()
+  await app.inject({ method: 'DELETE', url: `/api/v1/request/${requestId}`, headers: u.headers })
+  const res = await waiting
+  t.equal(res.body.status, 'Failed')
+  t.equal(res.body.error?.code, 'CANCELLED')
+  t.ok(res.at - t0 < 1000, `answered ${res.at - t0} ms after the cancel`)
+})
+
+tap.test('a waiter whose client left before it began waiting is not kept', async (t) => {
+  const app = await buildExportApp(t)
+  const u = await createUser(app, ['acme'])
+  app.services.scheduler.pause()
+  const requestId = await startExport(app, u.headers, 'acme', 'users')
+  const job = (await app.store.exports.selectJob(requestId))!
+  const gone = new AbortController()
+  gone.abort()
+  const t0 = Date.now()
+  const waited = await app.services.events.wait(job, app.services.events.mark(), 60_000, { holder: u.userId, signal: gone.signal })
+  t.ok(Date.now() - t0 < 100, 'it returns at once')
+  t.equal(waited.held, false)
+  t.equal(app.services.events.waiting(), 0, 'and no waiter (or timer) is left')
+  app.services.scheduler.start()
+})
+
+tap.test('a change to another job does not make a new waiter read its own again', async (t) => {
+  const app = await buildExportApp(t)
+  const [a, b] = [await createUser(app, ['acme'], 'a'), await createUser(app, ['acme'], 'b')]
+  app.services.scheduler.pause()
+  const mine = (await app.store.exports.selectJob(await startExport(app, a.headers, 'acme', 'users')))!
+  const theirs = await startExport(app, b.headers, 'acme', 'users')
+  const { reads } = countJobReads(app)
+  const since = app.services.events.mark()
+  app.services.events.changed(theirs)
+  const waiting = app.services.events.wait(mine, since, 300, { holder: a.userId })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(reads(), 0, 'no read while it waits')
+  await waiting
+  t.equal(reads(), 1, 'one at its timeout, for a fresh answer')
+  app.services.scheduler.start()
 })

@@ -31,7 +31,7 @@ export_all () {
     [ "$s" = Completed ] || { echo "export $req failed: $(echo "$status" | j error.message) (retryable: $(echo "$status" | j error.retryable))"; return 1; }
     curl -s -o "page-$page.ndjson" "$(echo "$status" | j result.fileUrl)"
     [ "$(sha "page-$page.ndjson")" = "$(echo "$status" | j result.sha256)" ] || { echo "page-$page.ndjson does not match its sha256: download it again"; return 1; }
-    echo "page-$page.ndjson: $(echo "$status" | j result.total) objects, sha256 verified, $(echo "$status" | j result.remaining) to go"
+    echo "page-$page.ndjson: $(echo "$status" | j result.total) objects, sha256 verified, about $(echo "$status" | j result.remaining) to go"
     cursor=$(echo "$status" | j result.nextCursor)
     [ -n "$cursor" ] || { rm -f "$hdr"; return 0; }
     cursor="\\"$cursor\\""

@@ -103,7 +103,7 @@ export const ExportResult = Type.Object({
     Type.Null(),
   ], { description: 'The cursor of the next page, or null when nothing follows this file.' }),
   remaining: Type.Optional(Type.Integer({
-    description: 'How many objects of the collection follow this page: 0 on the last page. Counted\nwhen the job completed as the collection\'s size then, less the objects exported\nfrom the start of the chain up to here, so exact while the collection does not\nchange during the chain. Absent when the chain began with a cursor from an\nolder server version.\n',
+    description: 'About how many objects of the collection follow this page, for progress and\nplanning: the collection\'s size when the job completed, less the objects\nexported from the start of the chain up to here; exact while the collection does\nnot change during the chain. 0 exactly on the last page, at least 1 on the\nothers; but stop on `nextCursor: null`, never on this. Absent when the chain\nbegan with a cursor from an older server version.\n',
     minimum: 0,
   })),
   bytes: Type.Integer({ description: 'The file\'s size in bytes (uncompressed).', minimum: 0 }),

@@ -26,6 +26,7 @@ declare module 'fastify' {
  */
 export default fp(async function swaggerPlugin (app: FastifyInstance) {
   const document = parse(readFileSync(SPEC_FILE, 'utf8')) as Record<string, unknown>
+  // Each answer names the host it was asked for: no cache may keep one for another host.
   const specFor = (request: FastifyRequest): Record<string, unknown> =>
     ({ ...document, servers: [{ url: baseUrl(request), description: 'This server' }] })
   app.decorate('specFor', specFor)
@@ -38,7 +39,10 @@ export default fp(async function swaggerPlugin (app: FastifyInstance) {
     // base layout has no top bar, whose logo carried an inline <style>).
     staticCSP: "default-src 'self'; base-uri 'self'; font-src 'self' data:; frame-ancestors 'self'; img-src 'self' data:; object-src 'none'; script-src 'self'; script-src-attr 'none'; style-src 'self'",
     uiConfig: { deepLinking: true, defaultModelsExpandDepth: 0, layout: 'BaseLayout', validatorUrl: null },
-    transformSpecification: (_spec, request) => specFor(request),
+    transformSpecification: (_spec, request, reply) => {
+      reply.header('Cache-Control', 'no-store')
+      return specFor(request)
+    },
     transformSpecificationClone: false,
   })
 }, { name: 'swagger' })

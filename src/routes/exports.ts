@@ -54,8 +54,9 @@ export default async function exportsRoutes (fastify: FastifyInstance) {
     handler: async (request, reply) => {
       const wait = preferredWait(request.headers.prefer)
       const signal = wait ? untilGone(reply) : undefined
-      const { view, retryAfter } = await jobs.getStatus(principalOf(request), request.params.requestId, baseUrl(request), (wait ?? 0) * 1000, signal)
-      if (wait !== undefined) reply.header('Preference-Applied', `wait=${wait}`).header('Vary', 'Prefer')
+      const { view, retryAfter, held } = await jobs.getStatus(principalOf(request), request.params.requestId, baseUrl(request), (wait ?? 0) * 1000, signal)
+      if (wait !== undefined && held) reply.header('Preference-Applied', `wait=${wait}`)
+      reply.header('Vary', 'Prefer')
       if (retryAfter !== undefined) reply.header('Retry-After', String(retryAfter))
       reply.header('Cache-Control', 'no-store')
       return view

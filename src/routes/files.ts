@@ -22,12 +22,13 @@ function ordered (range: string): boolean {
 function normalizeRange (request: FastifyRequest, bytes: number): void {
   const range = request.raw.headers.range
   if (range === undefined) return
-  if (!BYTE_RANGES.test(range) || !ordered(range)) {
+  // An empty file has no byte to range over: it is sent whole (and empty), not a 416.
+  if (bytes === 0 || !BYTE_RANGES.test(range) || !ordered(range)) {
     delete request.raw.headers.range
     return
   }
   const suffix = /^bytes=\s*-(\d+)\s*$/i.exec(range)
-  if (suffix && Number(suffix[1]) > bytes && bytes > 0) request.raw.headers.range = 'bytes=0-'
+  if (suffix && Number(suffix[1]) > bytes) request.raw.headers.range = 'bytes=0-'
 }
 
 /** Downloads of export files through their signed links (no token: the signature is the credential). */
@@ -49,7 +50,11 @@ export default async function filesRoutes (fastify: FastifyInstance) {
       reply.header('Content-Type', 'application/x-ndjson')
       reply.header('Content-Disposition', `attachment; filename="${fileName}"`)
       reply.header('Cache-Control', 'private, no-cache')
+      // Whether the body is gzip depends on Accept-Encoding, whatever the answer turns out to be.
+      reply.header('Vary', 'Accept-Encoding')
       return files.send(reply, fileName)
     },
+    // A 304 has no body: none goes on to be gzip-encoded (and labelled so).
+    onSend: async (_request, reply, payload) => reply.statusCode === 304 ? '' : payload,
   })
 }

@@ -23,10 +23,14 @@ export default async function operationsRoutes (fastify: FastifyInstance) {
     },
   })
 
-  app.route({ ...operations.getOpenApiJson, handler: async (request) => app.specFor(request) })
+  // The spec names the host it was asked for (its servers), so no cache may keep it.
+  app.route({
+    ...operations.getOpenApiJson,
+    handler: async (request, reply) => reply.header('Cache-Control', 'no-store').send(app.specFor(request)),
+  })
 
   app.route({
     ...operations.getOpenApiYaml,
-    handler: async (request, reply) => reply.type('application/yaml; charset=utf-8').send(stringify(app.specFor(request))),
+    handler: async (request, reply) => reply.header('Cache-Control', 'no-store').type('application/yaml; charset=utf-8').send(stringify(app.specFor(request))),
   })
 }

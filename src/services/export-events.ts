@@ -6,6 +6,10 @@ const PROGRESS_WAKE_MS = 1000
 /** …and only once the job has written this share of its page (or this many objects, total unknown). */
 const PROGRESS_WAKE_SHARE = 0.1
 const PROGRESS_WAKE_OBJECTS = 5000
+/** The most requests one user may hold waiting at once; more are answered at once. */
+const MAX_WAITS_PER_USER = 10
+/** How many recent changes are remembered, for a waiter that read its job just before one. */
+const RECENT_CHANGES = 10_000
 
 interface Waiter {
   seen: ExportJob
@@ -20,7 +24,7 @@ function finished (job: ExportJob): boolean {
 
 /** Whether `job` differs from what a waiter saw enough to answer it now. */
 function meaningful (seen: ExportJob, job: ExportJob, waitedMs: number): boolean {
-  if (job.status !== seen.status) return true
+  if (job.status !== seen.status || job.fileName !== seen.fileName) return true
   if (waitedMs < PROGRESS_WAKE_MS) return false
   const step = job.total ? Math.max(1, Math.ceil(job.total * PROGRESS_WAKE_SHARE)) : PROGRESS_WAKE_OBJECTS
   return job.processed - seen.processed >= step
@@ -36,11 +40,14 @@ export function createExportEvents (deps: { store: Store, now?: () => number }) 
   const { store } = deps
   const now = deps.now ?? Date.now
   const waiters = new Map<string, Set<Waiter>>()
+  /** Waiting requests per user, to bound what one client can hold open. */
+  const holding = new Map<string, number>()
   /** Jobs whose row is being read for their waiters, and those that changed again meanwhile. */
   const reading = new Set<string>()
   const again = new Set<string>()
-  /** Counts changes, so a waiter that read its job just before one can tell. */
+  /** A counter of changes, and the count at each job's latest change (the most recent ones). */
   let epoch = 0
+  const changedAt = new Map<string, number>()
   let closed = false
 
   function remove (jobId: string, waiter: Waiter): void {
@@ -70,7 +77,9 @@ export function createExportEvents (deps: { store: Store, now?: () => number }) 
 
   /** A job's row changed (status, progress, file): wake whoever waits on it. */
   function changed (jobId: string): void {
-    epoch++
+    changedAt.delete(jobId)
+    changedAt.set(jobId, ++epoch)
+    if (changedAt.size > RECENT_CHANGES) changedAt.delete(changedAt.keys().next().value as string)
     if (!waiters.has(jobId)) return
     if (reading.has(jobId)) again.add(jobId)
     else void fanOut(jobId)
@@ -85,10 +94,14 @@ export function createExportEvents (deps: { store: Store, now?: () => number }) 
     /**
      * Resolves with the job as soon as it changes meaningfully from `seen` (read after
      * `mark` returned `since`), or with a fresh read after `ms`, or when `signal` aborts
-     * (the client left) or the server stops. A finished job resolves at once.
+     * (the client left) or the server stops. `held` is false when it did not wait at all:
+     * a finished job, a stop, or `holder` (the user) already holding MAX_WAITS_PER_USER.
      */
-    async wait (seen: ExportJob, since: number, ms: number, signal?: AbortSignal): Promise<ExportJob> {
-      if (finished(seen) || closed || ms <= 0) return seen
+    async wait (seen: ExportJob, since: number, ms: number, opts: { holder: string, signal?: AbortSignal }): Promise<{ job: ExportJob, held: boolean }> {
+      const { holder, signal } = opts
+      if (finished(seen) || closed || ms <= 0 || signal?.aborted) return { job: seen, held: !closed && !signal?.aborted }
+      if ((holding.get(holder) ?? 0) >= MAX_WAITS_PER_USER) return { job: seen, held: false }
+      holding.set(holder, (holding.get(holder) ?? 0) + 1)
       const job = await new Promise<ExportJob | undefined>((resolve) => {
         const waiter: Waiter = {
           seen,
@@ -97,6 +110,9 @@ export function createExportEvents (deps: { store: Store, now?: () => number }) 
             clearTimeout(timer)
             signal?.removeEventListener('abort', onAbort)
             remove(seen.id, waiter)
+            const left = (holding.get(holder) ?? 1) - 1
+            if (left > 0) holding.set(holder, left)
+            else holding.delete(holder)
             resolve(job)
           },
         }
@@ -107,9 +123,9 @@ export function createExportEvents (deps: { store: Store, now?: () => number }) 
         if (!set) waiters.set(seen.id, set = new Set())
         set.add(waiter)
         // A change between the read of `seen` and now found no waiter: look again.
-        if (epoch !== since) changed(seen.id)
+        if ((changedAt.get(seen.id) ?? 0) > since) changed(seen.id)
       })
-      return job ?? await store.exports.selectJob(seen.id) ?? seen
+      return { job: job ?? await store.exports.selectJob(seen.id) ?? seen, held: true }
     },
 
     /** A stop has begun: every waiter is answered now, and new ones at once. */

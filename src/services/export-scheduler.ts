@@ -69,7 +69,9 @@ export function createExportScheduler (deps: SchedulerDeps) {
     const nextCursor = more
       ? signer.encodeCursor({ firmId: job.firmId, objectType: job.objectType, after: outcome.lastId as string, offset })
       : null
-    const remaining = !more ? 0 : offset === undefined ? null : Math.max(0, await store.objects.countObjects(job.firmId, job.objectType) - offset)
+    // An estimate (the collection may have changed during the chain), but never 0 while
+    // something follows: only the last page says 0.
+    const remaining = !more ? 0 : offset === undefined ? null : Math.max(1, await store.objects.countObjects(job.firmId, job.objectType) - offset)
     const finishedAt = now()
     const done = await store.scheduler.markJobCompleted(job.id, {
       total: outcome.total,

@@ -41,13 +41,11 @@ export function createExportsService (deps: ExportsDeps) {
     return statusView(job, { baseUrl, now: now(), signer, jobsAhead, workers: deps.config.exportWorkers })
   }
 
-  async function activeConflict (userId: string): Promise<AppError> {
+  /** The 409 of a user's active job; undefined when it has just ended. */
+  async function activeConflict (userId: string): Promise<AppError | undefined> {
     const id = await store.exports.selectActiveJobId(userId)
     const active = id === undefined ? undefined : await store.exports.selectJob(id)
-    if (!active) {
-      // It finished between the refused insert and this read: the slot is free again.
-      return new AppError('EXPORT_ALREADY_ACTIVE', 'you had an export in progress, which has just finished; start again', { activeRequestId: null })
-    }
+    if (!active || (active.status !== 'Pending' && active.status !== 'InProgress')) return undefined
     return new AppError('EXPORT_ALREADY_ACTIVE',
       `you already have an export in progress: ${active.id} of ${active.firmId}/${active.objectType}; wait for it (GET /api/v1/request/${active.id} with Prefer: wait=60) or cancel it (DELETE) before starting another`,
       { activeRequestId: active.id, activeFirmId: active.firmId, activeObjectType: active.objectType })
@@ -79,9 +77,7 @@ export function createExportsService (deps: ExportsDeps) {
         const previous = await replay(store.exports, principal.userId, idempotencyKey, hash, now())
         if (previous) return { requestId: previous }
       }
-      const requestId = `export-${randomUUID()}`
-      const outcome = await store.exports.insertJob({
-        id: requestId,
+      const job = {
         userId: principal.userId,
         firmId,
         objectType,
@@ -90,27 +86,37 @@ export function createExportsService (deps: ExportsDeps) {
         startOffset: position.offset ?? null,
         idempotencyKey: idempotencyKey ?? null,
         requestHash: hash,
-        createdAt: now(),
-      })
-      if (outcome === 'idempotency-key-exists' && idempotencyKey !== undefined && hash !== null) {
-        // A retry of the same start won the race: answer with its request.
-        const previous = await replay(store.exports, principal.userId, idempotencyKey, hash, now())
-        if (previous) return { requestId: previous }
       }
-      if (outcome !== 'inserted') throw await activeConflict(principal.userId)
-      scheduler.wake()
-      return { requestId }
+      // Twice at most: a refusal by a job that ended just after it is not a conflict.
+      for (let attempt = 1; ; attempt++) {
+        const requestId = `export-${randomUUID()}`
+        const outcome = await store.exports.insertJob({ ...job, id: requestId, createdAt: now() })
+        if (outcome === 'inserted') {
+          scheduler.wake()
+          return { requestId }
+        }
+        if (outcome === 'idempotency-key-exists' && idempotencyKey !== undefined && hash !== null) {
+          // A retry of the same start won the race: answer with its request.
+          const previous = await replay(store.exports, principal.userId, idempotencyKey, hash, now())
+          if (previous) return { requestId: previous }
+        }
+        const conflict = await activeConflict(principal.userId)
+        if (conflict !== undefined) throw conflict
+        if (attempt >= 2) throw new AppError('SERVICE_UNAVAILABLE', 'the export could not be queued just now; start it again')
+      }
     },
 
     /**
      * The status view of one of the caller's requests, with a fresh download link. With
      * `waitMs`, an unfinished job's answer waits until it changes (or `waitMs` passes, or
-     * `signal` aborts).
+     * `signal` aborts); `held` tells whether it could wait (see ExportEvents.wait).
      */
-    async getStatus (principal: Principal, requestId: string, baseUrl: string, waitMs = 0, signal?: AbortSignal): Promise<StatusView> {
+    async getStatus (principal: Principal, requestId: string, baseUrl: string, waitMs = 0, signal?: AbortSignal): Promise<StatusView & { held: boolean }> {
       const since = deps.events.mark()
       const job = await ownJob(principal, requestId)
-      return view(waitMs > 0 ? await deps.events.wait(job, since, waitMs, signal) : job, baseUrl)
+      if (waitMs <= 0) return { ...await view(job, baseUrl), held: false }
+      const waited = await deps.events.wait(job, since, waitMs, { holder: principal.userId, signal })
+      return { ...await view(waited.job, baseUrl), held: waited.held }
     },
 
     /**
