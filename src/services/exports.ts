@@ -37,7 +37,7 @@ export function createExportsService (deps: ExportsDeps) {
   }
 
   async function view (job: ExportJob, baseUrl: string): Promise<StatusView> {
-    const jobsAhead = job.status === 'Pending' ? await store.exports.countPendingBefore(job.createdAt) : 0
+    const jobsAhead = job.status === 'Pending' ? await store.exports.countPendingAhead(job.id) : 0
     return statusView(job, { baseUrl, now: now(), signer, jobsAhead, workers: deps.config.exportWorkers })
   }
 

@@ -35,6 +35,6 @@ export interface ExportsStore {
    * and come after `after` in that order; at most `limit`.
    */
   selectJobsOfUser: (userId: string, filter: JobFilter, after: { createdAt: number, id: string } | undefined, limit: number) => Promise<ExportJob[]>
-  /** How many Pending jobs were created before `createdAt` (the queue ahead of a job). */
-  countPendingBefore: (createdAt: number) => Promise<number>
+  /** How many Pending jobs the scheduler claims before this one (the queue ahead of it). */
+  countPendingAhead: (jobId: string) => Promise<number>
 }

@@ -1,4 +1,5 @@
 import { and, count, desc, eq, inArray, lt, or, sql } from 'drizzle-orm'
+import { alias } from 'drizzle-orm/sqlite-core'
 import type { ExportsStore, InsertJobOutcome } from '../exports-store.js'
 import { ACTIVE_STATUSES, exportJobs } from '../schema.js'
 import { driverError, type Db, type Run } from './connection.js'
@@ -7,10 +8,14 @@ const p = sql.placeholder
 
 /** Statements prepared once per connection: a status read is the most frequent request. */
 export function prepareExportsQueries (db: Db) {
+  const job = alias(exportJobs, 'job')
   return {
     byId: db.select().from(exportJobs).where(eq(exportJobs.id, p('id'))).prepare(),
-    pendingBefore: db.select({ n: count() }).from(exportJobs)
-      .where(and(eq(exportJobs.status, 'Pending'), lt(exportJobs.createdAt, p('createdAt')))).prepare(),
+    // In the scheduler's own order (created_at, then rowid): jobs of the same millisecond too.
+    pendingAhead: db.select({ n: count() }).from(exportJobs)
+      .innerJoin(job, eq(job.id, p('id')))
+      .where(and(eq(exportJobs.status, 'Pending'), or(lt(exportJobs.createdAt, job.createdAt),
+        and(eq(exportJobs.createdAt, job.createdAt), sql`${exportJobs}.rowid < ${job}.rowid`)))).prepare(),
   }
 }
 
@@ -59,6 +64,6 @@ export function createExportsStore (db: Db, q: ReturnType<typeof prepareExportsQ
           : or(lt(exportJobs.createdAt, after.createdAt), and(eq(exportJobs.createdAt, after.createdAt), lt(exportJobs.id, after.id)))
       ))
       .orderBy(desc(exportJobs.createdAt), desc(exportJobs.id)).limit(limit).all()),
-    countPendingBefore: (createdAt) => run(() => q.pendingBefore.get({ createdAt })?.n ?? 0),
+    countPendingAhead: (id) => run(() => q.pendingAhead.get({ id })?.n ?? 0),
   }
 }
