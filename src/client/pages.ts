@@ -1,0 +1,170 @@
+import { createHash, randomUUID } from 'node:crypto'
+import { join } from 'node:path'
+import { unwrap, type Api, type RequestStatus } from './api.js'
+import { downloadVerified } from './download.js'
+import { BulkExportError, type Problem } from './errors.js'
+import { backoffMs, pause, type RetryPolicy } from './retry.js'
+
+/** Where a pull stands, for progress displays. */
+export interface Progress {
+  /** The page being exported (1-based). */
+  page: number
+  requestId: string
+  status: RequestStatus['status']
+  /** Objects written of this page, and its size once known. */
+  processed: number
+  total?: number
+  /** Objects of finished pages so far in this pull. */
+  done: number
+  /** About how many objects follow the last finished page (null until one finished). */
+  remaining: number | null
+  ratePerSecond?: number
+  etaSeconds?: number
+}
+
+/** One verified page on disk. */
+export interface Page {
+  index: number
+  requestId: string
+  /** The cursor the page was exported from (null: the first page). */
+  cursor: string | null
+  nextCursor: string | null
+  /** The verified NDJSON file. */
+  path: string
+  total: number
+  bytes: number
+  sha256: string
+  remaining?: number
+}
+
+export interface PagesOptions {
+  firmId: string
+  objectType: string
+  /** Resume from a saved cursor (a page's nextCursor); none or null from the start. */
+  cursor?: string | null
+  /** Where page files go; their names are `pageName(index)`. */
+  dir: string
+  pageName?: (index: number) => string
+  /** The index of the first page (when a resumed pull goes on numbering). */
+  firstIndex?: number
+  /**
+   * Names this pull for the server's Idempotency-Key: the same run id and cursor find the
+   * same job again (a crashed and restarted pull attaches to what it had started).
+   */
+  runId?: string
+  signal?: AbortSignal
+  onProgress?: (progress: Progress) => void
+}
+
+interface Deps { api: Api, fetch: typeof fetch, policy: RetryPolicy, stallMs: number }
+
+/** How often a job that failed in a retryable way (write or read fault) is started again. */
+const JOB_ATTEMPTS = 5
+const WAIT_SECONDS = 30
+
+const keyOf = (runId: string, firmId: string, objectType: string, cursor: string | null, attempt: number): string =>
+  `bes-${runId}-${createHash('sha256').update(JSON.stringify([firmId, objectType, cursor])).digest('hex').slice(0, 32)}-${attempt}`
+
+/**
+ * Every page of a collection as a verified file, pipelined: as soon as a page's job
+ * completes the next one starts, and the finished page is downloaded while the next is
+ * written. Starts attach to the user's active job on a 409 (the same page: adopted;
+ * another: waited out); jobs that fail in a retryable way and files that expired are
+ * exported again; downloads resume and are verified (bytes, SHA-256, lines).
+ */
+export async function * exportPages (deps: Deps, opts: PagesOptions): AsyncGenerator<Page> {
+  const { api, policy } = deps
+  const { firmId, objectType, signal } = opts
+  const runId = opts.runId ?? randomUUID()
+  const name = opts.pageName ?? ((i: number) => `page-${String(i).padStart(5, '0')}.ndjson`)
+  let cursor = opts.cursor ?? null
+  let index = opts.firstIndex ?? 1
+  let done = 0
+  let remaining: number | null = null
+  const attempts = new Map<string | null, number>()
+
+  const status = async (requestId: string, wait: number): Promise<{ view: RequestStatus, held: boolean }> => {
+    const answer = await api.GET('/api/v1/request/{requestId}', {
+      params: { path: { requestId }, header: wait ? { Prefer: `wait=${wait}` } : {} },
+      signal,
+    })
+    return { view: unwrap('read the request status', answer), held: answer.response.headers.has('preference-applied') }
+  }
+
+  /** Waits for a job to end (long-polls; Retry-After when the server would not hold the read). */
+  const finish = async (requestId: string): Promise<RequestStatus> => {
+    for (;;) {
+      const { view, held } = await status(requestId, WAIT_SECONDS)
+      opts.onProgress?.({ page: index, requestId, status: view.status, ...view.progress, done, remaining })
+      if (view.status === 'Completed' || view.status === 'Failed') return view
+      if (!held) await pause(1000, signal)
+    }
+  }
+
+  /** Starts the job of a page, or finds the one that already exports it. */
+  const start = async (at: string | null): Promise<string> => {
+    for (;;) {
+      const attempt = attempts.get(at) ?? 1
+      const answer = await api.POST('/api/v1/idm/{firmId}/{objectType}/export', {
+        params: { path: { firmId, objectType }, header: { 'Idempotency-Key': keyOf(runId, firmId, objectType, at, attempt) } },
+        body: { cursor: at },
+        signal,
+      })
+      if (answer.response.status !== 409) return unwrap('start the export', answer).requestId
+      const active = (answer.error as Problem).activeRequestId
+      if (!active) {
+        await pause(1000, signal)
+        continue
+      }
+      const view = (await status(active, 0)).view
+      if (view.firmId === firmId && view.objectType === objectType && view.cursor === at) return active
+      // The user's one slot is busy with another export: wait for it, then start ours.
+      await finish(active)
+    }
+  }
+
+  /** The job of a page, run until its file is there: a retryable failure starts it again. */
+  const complete = async (requestId: string, at: string | null): Promise<RequestStatus> => {
+    for (;;) {
+      const view = await finish(requestId)
+      if (view.status === 'Completed') return view
+      const attempt = attempts.get(at) ?? 1
+      if (!view.error?.retryable || view.error.code === 'CANCELLED' || attempt >= JOB_ATTEMPTS) {
+        throw new BulkExportError(`export ${requestId} failed: ${view.error?.code} — ${view.error?.message}`, undefined, undefined)
+      }
+      attempts.set(at, attempt + 1)
+      await pause(backoffMs(policy, attempt), signal)
+      requestId = await start(at)
+    }
+  }
+
+  let job: Promise<string> | undefined = start(cursor)
+  while (job) {
+    let view = await complete(await job, cursor)
+    const nextCursor = view.result?.nextCursor ?? null
+    // Pipelined: the next page is written while this one downloads.
+    job = nextCursor === null ? undefined : start(nextCursor)
+    job?.catch(() => {}) // observed when awaited
+    const path = join(opts.dir, name(index))
+    for (;;) {
+      const result = view.result!
+      if (result.fileUrl !== null) {
+        const got = await downloadVerified(result.fileUrl, path, result, { policy, stallMs: deps.stallMs, fetch: deps.fetch, signal })
+        if (!got.gone) break
+        if (got.gone === 'link-expired') {
+          view = (await status(view.requestId, 0)).view
+          if (view.result?.fileUrl !== null) continue
+        }
+      }
+      // The file is gone: export this page again (after the next page's job, which holds the slot).
+      attempts.set(cursor, (attempts.get(cursor) ?? 1) + 1)
+      view = await complete(await start(cursor), cursor)
+    }
+    const result = view.result!
+    done += result.total
+    remaining = result.remaining ?? null
+    yield { index, requestId: view.requestId, cursor, nextCursor, path, total: result.total, bytes: result.bytes, sha256: result.sha256, remaining: result.remaining }
+    cursor = nextCursor
+    index++
+  }
+}

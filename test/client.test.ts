@@ -1,0 +1,140 @@
+import tap, { type Test } from 'tap'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createBulkExportClient } from '../src/client/index.js'
+import { api, createUserOver, seedDataDir, startServer } from './helpers/child-server.js'
+import { startFaultProxy, type Fault, type Seen } from './helpers/fault-proxy.js'
+
+const FIRM = 'acme'
+const TYPE = 'users'
+const fast = { attempts: 8, baseMs: 20, maxMs: 200 }
+
+/** A real server process with `count` objects in pages of `jobSize`, and a user's token. */
+async function setup (t: Test, count = 2500, jobSize = 1000) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'bes-client-'))
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
+  const seeded = await seedDataDir(dataDir, FIRM, TYPE, count, 200)
+  const server = await startServer(t, dataDir, { EXPORT_JOB_SIZE: String(jobSize) })
+  const user = await createUserOver(server.base, FIRM)
+  return { server, seeded, token: user.headers.authorization.slice('Bearer '.length), headers: user.headers }
+}
+
+/** Pulls everything through exportAll and hashes it as the NDJSON the collection is. */
+async function pullAll (base: string, token: string, extra: { cursor?: string | null } = {}) {
+  const client = createBulkExportClient({ baseUrl: base, token, retry: fast, stallMs: 2000 })
+  const hash = createHash('sha256')
+  let count = 0
+  let last = ''
+  let ordered = true
+  for await (const object of client.exportAll({ firmId: FIRM, objectType: TYPE, ...extra })) {
+    hash.update(JSON.stringify(object)).update('\n')
+    if (String(object.id) <= last) ordered = false
+    last = String(object.id)
+    count++
+  }
+  return { count, sha256: hash.digest('hex'), ordered }
+}
+
+const isDownload = (s: Seen): boolean => s.method === 'GET' && s.url.startsWith('/api/v1/files/')
+const isStart = (s: Seen): boolean => s.method === 'POST' && s.url.endsWith('/export')
+
+tap.test('exportAll pulls a multi-page collection exactly, pipelined, and can resume from a cursor', async (t) => {
+  const { server, seeded, token, headers } = await setup(t)
+  const proxy = await startFaultProxy(t, server.base, () => undefined)
+  const all = await pullAll(proxy.base, token)
+  t.same(all, { count: seeded.count, sha256: seeded.sha256, ordered: true }, 'every object once, in order, byte for byte')
+  const starts = proxy.seen.filter(isStart)
+  const downloads = proxy.seen.filter(isDownload)
+  t.equal(starts.length, 3, 'three pages, three jobs')
+  t.equal(downloads.length, 3)
+  t.ok(starts[1].at < downloads[0].endedAt!, 'page 2 was started before page 1 had finished downloading')
+  t.ok(proxy.seen.some((s) => s.headers.prefer === 'wait=30'), 'it long-polls')
+
+  // From page 2's cursor: the rest of the collection.
+  const list = (await api(server.base, 'GET', '/api/v1/requests?status=Completed&limit=100', { headers })).json()
+  type Listed = { cursor: string | null, result: { nextCursor: string | null } }
+  const first = (list.requests as Listed[]).find((r) => r.cursor === null)!
+  const second = { cursor: first.result.nextCursor }
+  const rest = await pullAll(proxy.base, token, { cursor: second.cursor })
+  t.equal(rest.count, seeded.count - 1000, 'a saved cursor goes on from there')
+})
+
+tap.test('503, 429, a dropped connection and a cut download are retried or resumed', async (t) => {
+  const { server, seeded, token } = await setup(t)
+  const faults: Array<[string, (s: Seen, seen: Seen[]) => boolean, Fault]> = [
+    ['429 on the first start', (s, seen) => isStart(s) && seen.filter(isStart).length === 1, { status: 429, retryAfter: '1' }],
+    ['503 on a status read', (s, seen) => s.url.startsWith('/api/v1/request/') && seen.filter((x) => x.url.startsWith('/api/v1/request/')).length === 2, { status: 503 }],
+    ['a dropped connection on a status read', (s, seen) => s.url.startsWith('/api/v1/request/') && seen.filter((x) => x.url.startsWith('/api/v1/request/')).length === 4, { drop: true }],
+    ['a download cut after 50,000 bytes', (s, seen) => isDownload(s) && seen.filter(isDownload).length === 1, { cutAfter: 50_000 }],
+    ['a 503 on a download', (s, seen) => isDownload(s) && seen.filter(isDownload).length === 3, { status: 503 }],
+  ]
+  const hit = new Set<string>()
+  const proxy = await startFaultProxy(t, server.base, (req, seen) => {
+    const s = seen[seen.length - 1]
+    for (const [name, when, fault] of faults) {
+      if (when(s, seen)) {
+        hit.add(name)
+        return fault
+      }
+    }
+    return undefined
+  })
+  const all = await pullAll(proxy.base, token)
+  t.same(all, { count: seeded.count, sha256: seeded.sha256, ordered: true }, 'the pull is still exact')
+  t.same([...hit].sort(), faults.map(([name]) => name).sort(), 'every fault was met')
+  const resumed = proxy.seen.filter(isDownload).find((s) => s.headers.range !== undefined)
+  t.match(resumed?.headers.range, /^bytes=\d+-$/, 'the cut download resumed with Range')
+  t.ok(Number(/\d+/.exec(resumed!.headers.range as string)![0]) > 0, 'from where it was cut')
+})
+
+tap.test('a 409 attaches to the active job of the same page, and waits out one of another', async (t) => {
+  const { server, seeded, token, headers } = await setup(t, 1500, 1000)
+  // The same user already started page 1 (a crashed run of the same sync, say).
+  const started = await api(server.base, 'POST', `/api/v1/idm/${FIRM}/${TYPE}/export`, { headers })
+  t.equal(started.status, 200)
+  const proxy = await startFaultProxy(t, server.base, () => undefined)
+  const all = await pullAll(proxy.base, token)
+  t.equal(all.sha256, seeded.sha256)
+  const firstStart = proxy.seen.find(isStart)
+  t.ok(firstStart, 'the client tried to start page 1')
+  const list = (await api(server.base, 'GET', '/api/v1/requests?limit=100', { headers })).json()
+  t.equal(list.requests.filter((r: { cursor: string | null }) => r.cursor === null).length, 1, 'and attached to the running job: page 1 was exported once')
+
+  // An active job of another collection holds the slot: the client waits, then goes on.
+  const other = await api(server.base, 'POST', `/api/v1/idm/${FIRM}/groups/export`, { headers })
+  t.equal(other.status, 200)
+  const again = await pullAll(proxy.base, token)
+  t.equal(again.sha256, seeded.sha256, 'it waited for the other export, then pulled')
+})
+
+tap.test('a file that expired before it was downloaded is exported again', async (t) => {
+  const { server, seeded, token, headers } = await setup(t, 1500, 1000)
+  let deleted = false
+  const proxy = await startFaultProxy(t, server.base, (req) => {
+    if (deleted || !req.url?.startsWith('/api/v1/files/')) return undefined
+    deleted = true
+    const requestId = /files\/([^?]+)/.exec(req.url)![1]
+    // The file goes away (as retention would) just before its download.
+    return { before: async () => { await api(server.base, 'DELETE', `/api/v1/request/${requestId}`, { headers }) } }
+  })
+  const all = await pullAll(proxy.base, token)
+  t.same(all, { count: seeded.count, sha256: seeded.sha256, ordered: true })
+  t.ok(deleted)
+  const gone = proxy.seen.filter(isDownload)
+  t.ok(gone.length >= 3, `page 1 was downloaded again after it was exported again (${gone.length} downloads)`)
+  const list = (await api(server.base, 'GET', '/api/v1/requests?limit=100', { headers })).json()
+  t.equal(list.requests.filter((r: { cursor: string | null }) => r.cursor === null).length, 2, 'page 1 was exported twice')
+})
+
+tap.test('a permanent error is not retried: it says what is wrong', async (t) => {
+  const { server, token } = await setup(t, 10, 1000)
+  const first = (client: ReturnType<typeof createBulkExportClient>, opts: Parameters<ReturnType<typeof createBulkExportClient>['exportAll']>[0]) =>
+    client.exportAll(opts).next()
+  const stranger = createBulkExportClient({ baseUrl: server.base, token: 'bes_nope', retry: fast })
+  await t.rejects(first(stranger, { firmId: FIRM, objectType: TYPE }), { status: 401, code: 'UNAUTHENTICATED' })
+  const client = createBulkExportClient({ baseUrl: server.base, token, retry: fast })
+  await t.rejects(first(client, { firmId: 'globex', objectType: TYPE }), { status: 403, code: 'FORBIDDEN' })
+  await t.rejects(first(client, { firmId: FIRM, objectType: TYPE, cursor: 'c2.bad.cursor' }), { status: 400, code: 'INVALID_CURSOR' })
+})
