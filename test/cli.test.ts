@@ -124,3 +124,79 @@ tap.test('a permanent error exits non-zero with a clear message; status, list an
   t.equal(cancel.code, 0)
   t.equal(JSON.parse(cancel.stdout).result.fileExpired, true, 'cancelling a finished request deletes its file')
 })
+
+tap.test('Ctrl-C stops with 130 and a resume hint; a lost network is ridden out; a run that is going holds the directory', async (t) => {
+  const { server, seeded, out, token } = await setup(t, 4000, 500)
+  // For two seconds in the middle of the pull, every connection is dropped.
+  let outageFrom = 0
+  const proxy = await startFaultProxy(t, server.base, (req, seen) => {
+    if (req.url?.startsWith('/api/v1/files/')) {
+      if (seen.filter((s) => s.url.startsWith('/api/v1/files/')).length === 3 && outageFrom === 0) outageFrom = Date.now()
+      return { delayMs: 150 }
+    }
+    return outageFrom && Date.now() - outageFrom < 2000 ? { drop: true } : undefined
+  })
+  const env = { BULK_EXPORT_URL: proxy.base, BULK_EXPORT_TOKEN: token }
+  const args = ['pull', '--firm', FIRM, '--type', TYPE, '--out', out]
+  const first = cli(args, env)
+  const stateFile = join(out, '.bulk-export-state.json')
+  const deadline = Date.now() + 30_000
+  while ((!existsSync(stateFile) || JSON.parse(readFileSync(stateFile, 'utf8')).pages.length < 2) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+  const second = await cli(args, env).done
+  t.equal(second.code, 1, 'a second run into the same directory is refused')
+  t.match(second.stderr, /another bulk-export \(pid \d+\) is pulling into/)
+  first.child.kill('SIGINT')
+  const stopped = await first.done
+  t.equal(stopped.code, 130, 'Ctrl-C exits 130')
+  t.match(stopped.stderr, /run the same command again to go on where it stopped/)
+  const resumed = await cli(args, env).done
+  t.equal(resumed.code, 0, resumed.stderr)
+  t.ok(outageFrom > 0, 'the outage happened')
+  t.equal(sha256(joined(out)), seeded.sha256, 'exact, after the stop and the outage')
+})
+
+tap.test('--merge: a torn append is cut off, a merged file that changed is refused; --refresh pulls a finished one again; options are checked', async (t) => {
+  const { server, seeded, out, token } = await setup(t, 1500, 500)
+  const env = { BULK_EXPORT_URL: server.base, BULK_EXPORT_TOKEN: token }
+  const dir = join(out, 'm')
+  const args = ['pull', '--firm', FIRM, '--type', TYPE, '--out', dir, '--merge']
+  t.equal((await cli(args, env).done).code, 0)
+  const merged = join(dir, `${TYPE}.ndjson`)
+  const full = JSON.parse(readFileSync(join(dir, '.bulk-export-state.json'), 'utf8'))
+  // As a kill during the append of page 3 leaves it: the state says two pages, the file holds more.
+  const { writeFileSync, appendFileSync, truncateSync } = await import('node:fs')
+  const state = { ...full, pages: full.pages.slice(0, 2), objects: 1000, done: false, next: full.pages[2].cursor }
+  state.mergedBytes = state.pages[0].bytes + state.pages[1].bytes
+  writeFileSync(join(dir, '.bulk-export-state.json'), JSON.stringify(state))
+  truncateSync(merged, state.mergedBytes + 1234)
+  appendFileSync(merged, '{"id":"torn')
+  const resumed = await cli(args, env).done
+  t.equal(resumed.code, 0, resumed.stderr)
+  t.equal(sha256(readFileSync(merged)), seeded.sha256, 'the torn tail was cut off and page 3 appended once')
+
+  state.done = false
+  writeFileSync(join(dir, '.bulk-export-state.json'), JSON.stringify(state))
+  rmSync(merged)
+  const missing = await cli(args, env).done
+  t.equal(missing.code, 1, 'a merged file that went away is not padded')
+  t.match(missing.stderr, /users\.ndjson is missing or changed/)
+
+  const pages = join(out, 'p')
+  const pageArgs = ['pull', '--firm', FIRM, '--type', TYPE, '--out', pages]
+  t.equal((await cli(pageArgs, env).done).code, 0)
+  await api(server.base, 'PUT', `/api/v1/idm/${FIRM}/${TYPE}/zzz-new`, { headers: { authorization: `Bearer ${token}` }, body: { id: 'zzz-new' } })
+  t.match((await cli(pageArgs, env).done).stderr, /is complete .*--refresh pulls it again/, 'a finished pull is not repeated unasked')
+  const refreshed = await cli([...pageArgs, '--refresh'], env).done
+  t.equal(refreshed.code, 0, refreshed.stderr)
+  t.match(joined(pages).toString(), /zzz-new/, '--refresh pulls what is there now')
+
+  const unfinished = join(out, 'u')
+  const { mkdirSync } = await import('node:fs')
+  mkdirSync(unfinished)
+  writeFileSync(join(unfinished, '.bulk-export-state.json'), JSON.stringify({ ...state, merge: false, done: false, pages: [] }))
+  const withCursor = await cli(['pull', '--firm', FIRM, '--type', TYPE, '--out', unfinished, '--cursor', 'c2.x.y'], env).done
+  t.equal(withCursor.code, 2, '--cursor on an unfinished pull is a usage mistake, not ignored')
+  for (const bad of [['list', '--limit', 'abc'], ['status', 'export-x', '--wait', '99'], ['list', '--status', 'Running']]) {
+    t.equal((await cli(bad, env).done).code, 2, bad.join(' '))
+  }
+})

@@ -138,3 +138,110 @@ tap.test('a permanent error is not retried: it says what is wrong', async (t) =>
   await t.rejects(first(client, { firmId: 'globex', objectType: TYPE }), { status: 403, code: 'FORBIDDEN' })
   await t.rejects(first(client, { firmId: FIRM, objectType: TYPE, cursor: 'c2.bad.cursor' }), { status: 400, code: 'INVALID_CURSOR' })
 })
+
+tap.test('a page exported again after the collection changed: the chain goes on from where it now ends', async (t) => {
+  const { server, seeded, token, headers } = await setup(t, 1500, 1000)
+  let done = false
+  const proxy = await startFaultProxy(t, server.base, (req) => {
+    if (done || !req.url?.startsWith('/api/v1/files/')) return undefined
+    done = true
+    const requestId = /files\/([^?]+)/.exec(req.url)![1]
+    return {
+      before: async () => {
+        // Page 1's file goes, and an object lands inside page 1's range, before its download.
+        await api(server.base, 'DELETE', `/api/v1/request/${requestId}`, { headers })
+        await api(server.base, 'PUT', `/api/v1/idm/${FIRM}/${TYPE}/obj-0000500a`, { headers, body: { id: 'obj-0000500a' } })
+      },
+    }
+  })
+  const client = createBulkExportClient({ baseUrl: proxy.base, token, retry: fast })
+  const ids: string[] = []
+  for await (const o of client.exportAll({ firmId: FIRM, objectType: TYPE })) ids.push(String(o.id))
+  t.equal(ids.length, seeded.count + 1, 'every object, the new one included')
+  t.equal(new Set(ids).size, ids.length, 'none twice')
+  t.same(ids, [...ids].sort(), 'in order')
+  t.ok(ids.includes('obj-0000999'), 'the object pushed past the old cursor is there')
+})
+
+tap.test('stalls, corrupt bytes and a retryable job failure are retried; a refused link and a corrupt file that stays corrupt are errors', async (t) => {
+  const { server, seeded, token } = await setup(t, 1500, 1000)
+  let downloads = 0
+  let failedOnce = false
+  const proxy = await startFaultProxy(t, server.base, (req) => {
+    if (req.url?.startsWith('/api/v1/files/')) {
+      downloads++
+      if (downloads === 1) return { delayMs: 1500 } // longer than the stall timeout
+      if (downloads === 2) return { corruptAt: 100 }
+      return undefined
+    }
+    if (!failedOnce && req.method === 'GET' && req.url?.startsWith('/api/v1/request/')) {
+      return {
+        rewriteJson: (body: { status: string, error?: unknown, result?: unknown }) => {
+          if (body.status !== 'Completed' || failedOnce) return body
+          failedOnce = true
+          return { ...body, status: 'Failed', result: undefined, error: { code: 'EXPORT_WRITE_FAILED', message: 'disk full (injected)', retryable: true } }
+        },
+      }
+    }
+    return undefined
+  })
+  const client = createBulkExportClient({ baseUrl: proxy.base, token, retry: fast, stallMs: 500 })
+  const hash = createHash('sha256')
+  for await (const o of client.exportAll({ firmId: FIRM, objectType: TYPE })) hash.update(JSON.stringify(o)).update('\n')
+  t.equal(hash.digest('hex'), seeded.sha256, 'still exact')
+  t.ok(failedOnce, 'a job read as failed (retryable) was started again')
+  t.ok(downloads >= 4, `the stalled and the corrupt downloads were fetched again (${downloads} downloads)`)
+
+  const corrupt = await startFaultProxy(t, server.base, (req) => req.url?.startsWith('/api/v1/files/') ? { corruptAt: 10 } : undefined)
+  const c2 = createBulkExportClient({ baseUrl: corrupt.base, token, retry: fast })
+  await t.rejects(c2.exportAll({ firmId: FIRM, objectType: TYPE }).next(), /does not match its request's result/, 'a file that never matches is given up')
+  const refusing = await startFaultProxy(t, server.base, (req) => req.url?.startsWith('/api/v1/files/') ? { status: 403 } : undefined)
+  const t0 = Date.now()
+  const c3 = createBulkExportClient({ baseUrl: refusing.base, token, retry: fast })
+  await t.rejects(c3.exportAll({ firmId: FIRM, objectType: TYPE }).next(), /download link .* is refused/)
+  t.ok(refusing.seen.filter((s) => s.url.startsWith('/api/v1/files/')).length <= 5, 'after a few tries, not in a loop')
+  t.ok(Date.now() - t0 < 20_000)
+})
+
+tap.test('Retry-After of a 429 is waited out', async (t) => {
+  const { server, token } = await setup(t, 10, 1000)
+  let first = true
+  const proxy = await startFaultProxy(t, server.base, (req) => {
+    if (first && req.method === 'POST') {
+      first = false
+      return { status: 429, retryAfter: '1' }
+    }
+    return undefined
+  })
+  const client = createBulkExportClient({ baseUrl: proxy.base, token, retry: fast })
+  let n = 0
+  for await (const object of client.exportAll({ firmId: FIRM, objectType: TYPE })) n += object.id ? 1 : 0
+  t.equal(n, 10)
+  const [refused, accepted] = proxy.seen.filter(isStart)
+  t.ok(accepted.at - refused.at >= 1000, `the start was sent again ${accepted.at - refused.at} ms later, not sooner than Retry-After: 1`)
+})
+
+tap.test('breaking out of exportAll early returns at once and cancels the page started ahead', async (t) => {
+  const { server, token, headers } = await setup(t, 2500, 1000)
+  // Every download but the first is slow: breaking out must not wait for the one read ahead.
+  let downloads = 0
+  const proxy = await startFaultProxy(t, server.base, (req) => req.url?.startsWith('/api/v1/files/') && ++downloads > 1 ? { delayMs: 4000 } : undefined)
+  const client = createBulkExportClient({ baseUrl: proxy.base, token, retry: fast })
+  let n = 0
+  let brokeAt = 0
+  for await (const object of client.exportAll({ firmId: FIRM, objectType: TYPE })) {
+    if (object.id && ++n === 10) {
+      brokeAt = Date.now()
+      break
+    }
+  }
+  t.ok(Date.now() - brokeAt < 2000, `it returned ${Date.now() - brokeAt} ms after the break, without waiting for the page read ahead`)
+  const all = (await api(server.base, 'GET', '/api/v1/requests?limit=100', { headers })).json().requests
+  t.ok(all.length <= 2, `no page beyond the next was started (${all.length} jobs)`)
+  const deadline = Date.now() + 10_000
+  let active: unknown[] = []
+  do {
+    active = (await api(server.base, 'GET', '/api/v1/requests?status=Pending&status=InProgress', { headers })).json().requests
+  } while (active.length > 0 && Date.now() < deadline && await new Promise((resolve) => setTimeout(resolve, 50, true)))
+  t.same(active, [], 'no job is left running for it')
+})

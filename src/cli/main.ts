@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, CommanderError, Option } from 'commander'
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { BulkExportError, createBulkExportClient } from '../client/index.js'
 import { pull, UsageError } from './pull.js'
 
@@ -13,6 +13,15 @@ const program = new Command('bulk-export')
   .addOption(new Option('--url <url>', 'the server').env('BULK_EXPORT_URL'))
   .addOption(new Option('--token <token>', 'a user token (bes_…)').env('BULK_EXPORT_TOKEN'))
   .exitOverride()
+
+/** An option's value as a whole number from `min` to `max`; anything else is a usage error. */
+function whole (min: number, max: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value)
+    if (!/^\d+$/.test(value) || n < min || n > max) throw new InvalidArgumentError(`a whole number from ${min} to ${max}`)
+    return n
+  }
+}
 
 /** The server and token every command needs. */
 function connection (): { url: string, token: string } {
@@ -38,28 +47,29 @@ program.command('pull')
   .requiredOption('--out <dir>', 'where the files and the pull\'s state go')
   .option('--merge', 'one file <type>.ndjson instead of one per page', false)
   .option('--cursor <cursor>', 'start a new pull after this cursor (a page\'s nextCursor)')
-  .action(async (opts: { firm: string, type: string, out: string, merge: boolean, cursor?: string }) => {
-    await pull({ ...connection(), firmId: opts.firm, objectType: opts.type, out: opts.out, merge: opts.merge, cursor: opts.cursor, signal: stop.signal, log: process.stderr })
+  .option('--refresh', 'when the pull in DIR is complete, pull again (its files are replaced); an unfinished one is resumed', false)
+  .action(async (opts: { firm: string, type: string, out: string, merge: boolean, cursor?: string, refresh: boolean }) => {
+    await pull({ ...connection(), firmId: opts.firm, objectType: opts.type, out: opts.out, merge: opts.merge, cursor: opts.cursor, refresh: opts.refresh, signal: stop.signal, log: process.stderr })
   })
 
 program.command('status')
   .description('one request\'s status, as JSON')
   .argument('<requestId>')
-  .option('--wait <seconds>', 'wait up to this long for it to change (long-poll)', '0')
-  .action(async (requestId: string, opts: { wait: string }) => {
+  .option('--wait <seconds>', 'wait up to this long (≤ 60) for it to change (long-poll)', whole(0, 60), 0)
+  .action(async (requestId: string, opts: { wait: number }) => {
     const client = createBulkExportClient({ baseUrl: connection().url, token: connection().token })
-    process.stdout.write(JSON.stringify(await client.getRequest(requestId, Number(opts.wait)), null, 2) + '\n')
+    process.stdout.write(JSON.stringify(await client.getRequest(requestId, opts.wait), null, 2) + '\n')
   })
 
 program.command('list')
   .description('your requests, newest first, as JSON')
-  .option('--status <status...>', 'only these statuses (Pending, InProgress, Completed, Failed)')
+  .addOption(new Option('--status <status...>', 'only these statuses').choices(['Pending', 'InProgress', 'Completed', 'Failed']))
   .option('--firm <firmId>', 'only this firm')
   .option('--type <objectType>', 'only this collection')
-  .option('--limit <n>', 'at most this many', '20')
-  .action(async (opts: { status?: Array<'Pending' | 'InProgress' | 'Completed' | 'Failed'>, firm?: string, type?: string, limit: string }) => {
+  .option('--limit <n>', 'at most this many (1–100)', whole(1, 100), 20)
+  .action(async (opts: { status?: Array<'Pending' | 'InProgress' | 'Completed' | 'Failed'>, firm?: string, type?: string, limit: number }) => {
     const client = createBulkExportClient({ baseUrl: connection().url, token: connection().token })
-    const list = await client.listRequests({ status: opts.status, firmId: opts.firm, objectType: opts.type, limit: Number(opts.limit) })
+    const list = await client.listRequests({ status: opts.status, firmId: opts.firm, objectType: opts.type, limit: opts.limit })
     process.stdout.write(JSON.stringify(list, null, 2) + '\n')
   })
 

@@ -1,10 +1,11 @@
+import { createHash } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
 import { mkdir, open, rm, stat, truncate } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { createBulkExportClient } from '../client/index.js'
 import { progressView } from './progress.js'
-import { newState, readState, writeState, type PullState } from './state.js'
+import { lockDir, newState, readState, writeState, type PullState } from './state.js'
 
 export interface PullOptions {
   url: string
@@ -15,6 +16,8 @@ export interface PullOptions {
   merge: boolean
   /** Start from this cursor instead of the beginning (a new pull only). */
   cursor?: string
+  /** When the pull in `out` is complete, start a new one (a nightly run); an unfinished one is resumed. */
+  refresh: boolean
   signal: AbortSignal
   log: NodeJS.WriteStream
 }
@@ -24,18 +27,45 @@ export class UsageError extends Error {}
 
 const pageFile = (index: number): string => `page-${String(index).padStart(5, '0')}.ndjson`
 
+/** Whether the first `bytes` of the merged file are the pages the state says (per page SHA-256). */
+async function mergedIntact (path: string, state: PullState): Promise<boolean> {
+  if ((await stat(path).then((s) => s.size, () => -1)) < state.mergedBytes) return false
+  let start = 0
+  for (const page of state.pages) {
+    if (page.bytes === 0) continue
+    const hash = createHash('sha256')
+    for await (const chunk of createReadStream(path, { start, end: start + page.bytes - 1, highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) hash.update(chunk)
+    if (hash.digest('hex') !== page.sha256) return false
+    start += page.bytes
+  }
+  return true
+}
+
 /** The pull already recorded in `out` (checked against this one and its files), or a new one. */
 async function begin (opts: PullOptions): Promise<PullState> {
+  const fresh = (): PullState => newState({ url: opts.url, firmId: opts.firmId, objectType: opts.objectType, merge: opts.merge }, opts.cursor ?? null)
   const state = await readState(opts.out)
-  if (!state) return newState({ url: opts.url, firmId: opts.firmId, objectType: opts.objectType, merge: opts.merge }, opts.cursor ?? null)
+  if (!state) return fresh()
   const same = state.url === opts.url && state.firmId === opts.firmId && state.objectType === opts.objectType && state.merge === opts.merge
   if (!same) {
-    throw new UsageError(`${opts.out} holds a pull of ${state.firmId}/${state.objectType} from ${state.url}${state.merge ? ' (--merge)' : ''}; use another --out`)
+    throw new UsageError(`${opts.out} holds a pull of ${state.firmId}/${state.objectType} from ${state.url}${state.merge ? ' with --merge' : ' without --merge'}; use another --out`)
   }
+  if (state.done && opts.refresh) {
+    // A new pull replaces the finished one's files.
+    for (const page of state.pages) if (page.file) await rm(join(opts.out, page.file), { force: true })
+    return fresh()
+  }
+  if (opts.cursor !== undefined && !state.done) {
+    throw new UsageError(`${opts.out} holds an unfinished pull; run without --cursor to resume it, or use another --out`)
+  }
+  if (state.done) return state
   for (const page of state.pages) {
     if (!page.file) continue
     const size = await stat(join(opts.out, page.file)).then((s) => s.size, () => -1)
     if (size !== page.bytes) throw new Error(`${page.file} is missing or changed since it was pulled; remove ${opts.out} (or its .bulk-export-state.json) to pull again`)
+  }
+  if (state.merge && !await mergedIntact(join(opts.out, `${state.objectType}.ndjson`), state)) {
+    throw new Error(`${state.objectType}.ndjson is missing or changed since its pages were pulled; remove ${opts.out} to pull again`)
   }
   return state
 }
@@ -47,9 +77,18 @@ async function begin (opts: PullOptions): Promise<PullState> {
  */
 export async function pull (opts: PullOptions): Promise<PullState> {
   await mkdir(opts.out, { recursive: true })
+  const unlock = await lockDir(opts.out)
+  try {
+    return await pullLocked(opts)
+  } finally {
+    await unlock()
+  }
+}
+
+async function pullLocked (opts: PullOptions): Promise<PullState> {
   const state = await begin(opts)
   if (state.done) {
-    opts.log.write(`${opts.out}: the pull of ${state.firmId}/${state.objectType} is complete (${state.objects} objects in ${state.pages.length} pages)\n`)
+    opts.log.write(`${opts.out}: the pull of ${state.firmId}/${state.objectType} is complete (${state.objects} objects in ${state.pages.length} pages); --refresh pulls it again\n`)
     return state
   }
   await writeState(opts.out, state)

@@ -3,7 +3,10 @@ import { createReadStream } from 'node:fs'
 import { open, rename, rm, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { BulkExportError } from './errors.js'
-import { backoffMs, pause, retryableStatus, type RetryPolicy } from './retry.js'
+import { backoffMs, mayRetry, pause, retryableStatus, type RetryPolicy } from './retry.js'
+
+/** How many times a whole download may fail its check before it is given up. */
+const MAX_MISMATCHES = 3
 
 /** What a page's file must be: from its request's result. */
 export interface Expected {
@@ -13,8 +16,11 @@ export interface Expected {
   total: number
 }
 
-/** Why a download could not go on: the link or the file is gone. */
-export type Gone = 'link-expired' | 'file-gone'
+/**
+ * Why a download could not go on: the link expired (read the status again for a fresh
+ * one), the file is gone (export the page again), or the link is refused (403).
+ */
+export type Gone = 'link-expired' | 'file-gone' | 'forbidden'
 
 /** The file's bytes that are already on disk, hashed and counted (a resumed download goes on from there). */
 async function resumePoint (part: string): Promise<{ size: number, hash: Hash, lines: number }> {
@@ -48,6 +54,8 @@ async function sync (path: string, flags = 'r'): Promise<void> {
  */
 export async function downloadVerified (url: string, path: string, expected: Expected, opts: { policy: RetryPolicy, stallMs: number, fetch: typeof fetch, signal?: AbortSignal }): Promise<{ gone?: Gone }> {
   const part = `${path}.part`
+  const startedAt = Date.now()
+  let mismatches = 0
   for (let attempt = 1; ; attempt++) {
     const at = await resumePoint(part)
     if (at.size > expected.bytes) {
@@ -64,8 +72,15 @@ export async function downloadVerified (url: string, path: string, expected: Exp
       const headers: Record<string, string> = { 'accept-encoding': 'identity' }
       if (at.size > 0) headers.range = `bytes=${at.size}-`
       const res = await opts.fetch(url, { headers, signal: stall.signal })
-      if (res.status === 410) return { gone: 'file-gone' }
-      if (res.status === 403) return { gone: 'link-expired' }
+      if (res.status === 410) {
+        // The server's 410 says which: a problem with `recreate` means the file itself is gone.
+        const problem = await res.json().catch(() => ({})) as { recreate?: unknown }
+        return { gone: problem.recreate ? 'file-gone' : 'link-expired' }
+      }
+      if (res.status === 403) {
+        await res.body?.cancel().catch(() => {})
+        return { gone: 'forbidden' }
+      }
       let hash = at.hash
       let lines = at.lines
       if (res.status === 416 && at.size === expected.bytes) {
@@ -100,15 +115,17 @@ export async function downloadVerified (url: string, path: string, expected: Exp
       const sha256 = hash.digest('hex')
       if (size !== expected.bytes || sha256 !== expected.sha256 || lines !== expected.total) {
         await rm(part, { force: true })
-        throw new Error(`the downloaded file does not match its request's result (${size} bytes, ${lines} lines, sha256 ${sha256}; expected ${expected.bytes}, ${expected.total}, ${expected.sha256}); downloading it again`)
+        // Twice more from scratch; a file that never matches is not the network's doing.
+        const Fail = ++mismatches >= MAX_MISMATCHES ? BulkExportError : Error
+        throw new Fail(`the downloaded file does not match its request's result (${size} bytes, ${lines} lines, sha256 ${sha256}; expected ${expected.bytes}, ${expected.total}, ${expected.sha256}); downloading it again`)
       }
       await rename(part, path)
       await sync(dirname(path))
       return {}
     } catch (err) {
       if (opts.signal?.aborted) throw err
-      const permanent = err instanceof BulkExportError && err.status !== undefined
-      if (permanent || attempt >= opts.policy.attempts) throw err
+      const permanent = err instanceof BulkExportError
+      if (permanent || !mayRetry(opts.policy, attempt, startedAt)) throw err
       await pause(backoffMs(opts.policy, attempt, retryAfter), opts.signal)
     } finally {
       clearTimeout(timer)

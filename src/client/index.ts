@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createApi, unwrap, type ConnectOptions, type RequestStatus } from './api.js'
 import { readObjects } from './objects.js'
-import { exportPages, type PagesOptions, type Progress } from './pages.js'
+import { exportPages, type Page, type PagesOptions, type Progress } from './pages.js'
 import { DEFAULT_RETRY } from './retry.js'
 
 export type { CollectionList, ConnectOptions, RequestList, RequestStatus } from './api.js'
@@ -18,7 +18,10 @@ export interface ExportAllOptions {
   cursor?: string | null
   signal?: AbortSignal
   onProgress?: (progress: Progress) => void
-  /** Where verified pages wait to be read (deleted once read); the OS temp dir by default. */
+  /**
+   * Where verified pages wait to be read (deleted once read): up to two pages' worth of
+   * disk; the OS temp dir by default (mind a tmpfs /tmp with large pages).
+   */
   tmpDir?: string
 }
 
@@ -42,13 +45,20 @@ export function createBulkExportClient (options: ConnectOptions & { stallMs?: nu
     /**
      * Every object of a collection, in id order, each exactly once: a streaming parse of
      * verified pages, in constant memory; the next page is exported and downloaded while
-     * this one is read.
+     * this one is read. Objects are parsed with JSON.parse (a number beyond 2^53 loses
+     * digits): for the exact bytes, read the files of `exportPages`.
      */
     async * exportAll (opts: ExportAllOptions): AsyncGenerator<Record<string, unknown>> {
       const dir = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'bulk-export-'))
-      const pages = exportPages(deps, { ...opts, dir })
+      // Stopping early also stops the page read ahead (and cancels the job started for it).
+      const stop = new AbortController()
+      const onAbort = (): void => stop.abort(opts.signal?.reason)
+      if (opts.signal?.aborted) onAbort()
+      opts.signal?.addEventListener('abort', onAbort, { once: true })
+      const pages = exportPages(deps, { ...opts, dir, signal: stop.signal })
+      let next: Promise<IteratorResult<Page>> | undefined
       try {
-        let next = pages.next()
+        next = pages.next()
         for (;;) {
           const { value: page, done } = await next
           if (done) return
@@ -59,6 +69,9 @@ export function createBulkExportClient (options: ConnectOptions & { stallMs?: nu
           await rm(page.path, { force: true })
         }
       } finally {
+        opts.signal?.removeEventListener('abort', onAbort)
+        stop.abort()
+        await next?.catch(() => {})
         await pages.return(undefined)
         await rm(dir, { recursive: true, force: true })
       }

@@ -2,15 +2,19 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 /** How hard the client keeps trying before it gives up on a request. */
 export interface RetryPolicy {
-  /** Attempts in all, the first included (default 8). */
+  /** Attempts at most, the first included (default 40)… */
   attempts: number
+  /** …within this long from the first (default 10 minutes: a server restart or a network blip is ridden out). */
+  budgetMs: number
   /** The first pause, in ms (default 250); each next one doubles… */
   baseMs: number
   /** …up to this (default 15,000). */
   maxMs: number
+  /** How long one attempt may take before it counts as lost (default 75 s: a long-poll holds 30 s). */
+  timeoutMs: number
 }
 
-export const DEFAULT_RETRY: RetryPolicy = { attempts: 8, baseMs: 250, maxMs: 15_000 }
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 40, budgetMs: 10 * 60_000, baseMs: 250, maxMs: 15_000, timeoutMs: 75_000 }
 
 /** Statuses that say "try again later": too many requests, and the server's own faults. */
 export function retryableStatus (status: number): boolean {
@@ -18,7 +22,7 @@ export function retryableStatus (status: number): boolean {
 }
 
 /** Seconds of a Retry-After header (delta-seconds or an HTTP date), as ms. */
-function retryAfterMs (header: string | null | undefined, now = Date.now()): number | undefined {
+export function retryAfterMs (header: string | null | undefined, now = Date.now()): number | undefined {
   if (!header) return undefined
   if (/^\d+$/.test(header.trim())) return Number(header) * 1000
   const at = Date.parse(header)
@@ -40,28 +44,44 @@ export async function pause (ms: number, signal?: AbortSignal): Promise<void> {
   await sleep(ms, undefined, { signal })
 }
 
+/** Whether the policy allows another attempt after `attempt`, begun at `startedAt`. */
+export function mayRetry (policy: RetryPolicy, attempt: number, startedAt: number): boolean {
+  return attempt < policy.attempts && Date.now() - startedAt < policy.budgetMs
+}
+
 /**
- * A fetch that retries network errors, 429 and 5xx (Retry-After honoured) with capped
- * exponential backoff and jitter. Requests are retried whatever their method: the
- * client sends an Idempotency-Key with every start, and its other calls are reads.
+ * Whether a request can be sent again without doing twice what it does: reads, the
+ * idempotent PUT and DELETE, and a POST that carries an Idempotency-Key (the client's
+ * export starts). Anything else (creating a user, an import) is sent once.
+ */
+function repeatable (method: string, headers: Headers): boolean {
+  return ['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS'].includes(method) || (method === 'POST' && headers.has('idempotency-key'))
+}
+
+/**
+ * A fetch that retries network errors, lost attempts (`timeoutMs`), 429 and 5xx
+ * (Retry-After honoured) with capped exponential backoff and jitter, within the policy's
+ * attempts and time budget; only requests that can be repeated safely are retried.
  */
 export function retryingFetch (policy: RetryPolicy = DEFAULT_RETRY, base: typeof fetch = fetch): typeof fetch {
   return async (input, init) => {
-    const signal = init?.signal ?? (input instanceof Request ? input.signal : undefined)
+    const request = input instanceof Request && init === undefined ? input : new Request(input, init)
+    const signal = request.signal
+    if (!repeatable(request.method, request.headers)) return base(request)
+    const startedAt = Date.now()
     for (let attempt = 1; ; attempt++) {
-      const request = input instanceof Request ? input.clone() : input
       let response: Response
       try {
-        response = await base(request, init)
+        response = await base(request.clone(), { signal: AbortSignal.any([signal, AbortSignal.timeout(policy.timeoutMs)]) })
       } catch (err) {
-        if (signal?.aborted || attempt >= policy.attempts) throw err
-        await pause(backoffMs(policy, attempt), signal ?? undefined)
+        if (signal.aborted || !mayRetry(policy, attempt, startedAt)) throw err
+        await pause(backoffMs(policy, attempt), signal)
         continue
       }
-      if (!retryableStatus(response.status) || attempt >= policy.attempts) return response
+      if (!retryableStatus(response.status) || !mayRetry(policy, attempt, startedAt)) return response
       // The body of an answer that is retried is not read: free it.
       await response.body?.cancel().catch(() => {})
-      await pause(backoffMs(policy, attempt, response.headers.get('retry-after')), signal ?? undefined)
+      await pause(backoffMs(policy, attempt, response.headers.get('retry-after')), signal)
     }
   }
 }

@@ -12,6 +12,10 @@ export type Fault =
   | { before: () => Promise<void> }
   /** Forwards after waiting this long. */
   | { delayMs: number }
+  /** Forwards, and answers the client with this change of the JSON answer. */
+  | { rewriteJson: (body: any) => unknown }
+  /** Forwards, with one byte of the body changed at this offset. */
+  | { corruptAt: number }
 
 /** One request the proxy saw. */
 export interface Seen { method: string, url: string, headers: IncomingMessage['headers'], at: number, endedAt?: number }
@@ -44,6 +48,19 @@ export async function startFaultProxy (t: { teardown: (fn: () => unknown) => voi
       if (f && 'delayMs' in f) await new Promise((resolve) => setTimeout(resolve, f.delayMs))
       // The Host stays the proxy's: the links the server hands out come back through it.
       const out = http.request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        if (f && 'rewriteJson' in f) {
+          const chunks: Buffer[] = []
+          answer.on('data', (c: Buffer) => chunks.push(c))
+          answer.on('end', () => {
+            const text = JSON.stringify(f.rewriteJson(JSON.parse(Buffer.concat(chunks).toString())))
+            const headers = { ...answer.headers, 'content-length': String(Buffer.byteLength(text)) }
+            delete headers['content-encoding']
+            res.writeHead(answer.statusCode ?? 502, headers)
+            res.end(text)
+            entry.endedAt = Date.now()
+          })
+          return
+        }
         res.writeHead(answer.statusCode ?? 502, answer.headers)
         let sent = 0
         answer.on('data', (chunk: Buffer) => {
@@ -55,6 +72,10 @@ export async function startFaultProxy (t: { teardown: (fn: () => unknown) => voi
             return
           }
           if (sent === Infinity) return
+          if (f && 'corruptAt' in f && f.corruptAt >= sent && f.corruptAt < sent + chunk.length) {
+            chunk = Buffer.from(chunk)
+            chunk[f.corruptAt - sent] ^= 0x01
+          }
           sent += chunk.length
           res.write(chunk)
         })
