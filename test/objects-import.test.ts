@@ -3,11 +3,12 @@ import fc from 'fast-check'
 import http from 'node:http'
 import { once } from 'node:events'
 import type { FastifyInstance } from 'fastify'
-import { build, createUser, importLines, sqliteOf } from './helpers/build.js'
+import { build, createUser, importLines, sqliteOf, stagedImports } from './helpers/build.js'
+import { exportPage } from './helpers/exports.js'
 
 type App = FastifyInstance
 
-function countRows (app: App, table: 'objects' | 'import_rows' | 'imports'): number {
+function countRows (app: App, table: 'objects' | 'imports'): number {
   return (sqliteOf(app).prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n
 }
 
@@ -101,7 +102,7 @@ t.test('import stores every line as given and GET returns the same bytes', async
     t.match(get.headers['content-type'], /^application\/json/)
     t.equal(get.rawPayload.toString('utf8'), line, `${id} comes back byte for byte`)
   }
-  t.equal(countRows(app, 'import_rows'), 0, 'the staging table is empty after the import')
+  t.equal(stagedImports(app), 0, 'no stage file is left after the import')
 })
 
 t.test('property: any set of JSON objects imports and reads back byte for byte', async (t) => {
@@ -141,7 +142,7 @@ t.test('a bad line is a 400 naming it, and nothing is written', async (t) => {
   t.match(problem.detail, /^line 3: not valid JSON/)
   t.notMatch(res.body, /at .*\.ts:\d+|SQLITE|INSERT/, 'no stack trace or SQL')
   t.equal(countRows(app, 'objects'), before, 'no object was written')
-  t.equal(countRows(app, 'import_rows'), 0, 'the staging table is empty')
+  t.equal(stagedImports(app), 0, 'no stage file is left')
   t.equal((await getObject(app, u.headers, 'acme', 'users', 'a')).statusCode, 404)
 
   // Each kind of bad line names its line.
@@ -158,7 +159,7 @@ t.test('a bad line is a 400 naming it, and nothing is written', async (t) => {
     t.match(r.json(), { code: 'VALIDATION_FAILED', line: 3 }, `${label}: line 3 (blank line 2 counted)`)
   }
   t.equal(countRows(app, 'objects'), before)
-  t.equal(countRows(app, 'import_rows'), 0)
+  t.equal(stagedImports(app), 0)
 })
 
 t.test('a bad line after many staged batches still leaves nothing behind', async (t) => {
@@ -170,7 +171,7 @@ t.test('a bad line after many staged batches still leaves nothing behind', async
   t.equal(res.statusCode, 400)
   t.match(res.json(), { code: 'VALIDATION_FAILED', line: 4500 })
   t.equal(countRows(app, 'objects'), 0)
-  t.equal(countRows(app, 'import_rows'), 0, 'staged batches of the failed import are removed')
+  t.equal(stagedImports(app), 0, 'the stage file of the failed import is removed')
 })
 
 t.test('a failed re-import leaves the collection as it was', async (t) => {
@@ -252,7 +253,7 @@ t.test('OBJECT_MAX_BYTES: exactly at the limit is accepted, one byte over is 413
   t.ok(multi.length < 1024 && Buffer.byteLength(multi) > 1024)
   t.match((await importLines(app, u.headers, 'acme', 'users', [multi])).json(), { code: 'OBJECT_TOO_LARGE', line: 1 })
   t.equal(countRows(app, 'objects'), before, 'nothing written')
-  t.equal(countRows(app, 'import_rows'), 0)
+  t.equal(stagedImports(app), 0)
 })
 
 t.test('IMPORT_MAX_BYTES: a larger body is 413 and nothing is written', async (t) => {
@@ -282,7 +283,7 @@ t.test('IMPORT_MAX_BYTES: a larger body is 413 and nothing is written', async (t
   t.equal(streamed.status, 413, 'chunked body past the limit')
   t.match(JSON.parse(streamed.body), { code: 'PAYLOAD_TOO_LARGE' })
   t.equal(countRows(app, 'objects'), 100, 'nothing written')
-  t.equal(countRows(app, 'import_rows'), 0, 'staged lines removed')
+  t.equal(stagedImports(app), 0, 'staged lines removed')
 
   // A long chunked body: the client reads the 413 or sees the connection closed under it
   // (the server need not drain what is past the limit); either way nothing is written.
@@ -291,7 +292,7 @@ t.test('IMPORT_MAX_BYTES: a larger body is 413 and nothing is written', async (t
     .then((r) => r.status, (err: NodeJS.ErrnoException) => err.code)
   t.ok(outcome === 413 || outcome === 'EPIPE' || outcome === 'ECONNRESET', `413 or hung up (${outcome})`)
   t.equal(countRows(app, 'objects'), 100, 'nothing written')
-  await waitFor(() => countRows(app, 'import_rows') === 0, 'staged lines to be removed')
+  await waitFor(() => stagedImports(app) === 0, 'staged lines to be removed')
 
   const streamedOk = await send(port, { method: 'POST', path, headers, body: [Buffer.from(body(50)), Buffer.from(body(50, 50))] })
   t.equal(streamedOk.status, 200, 'chunked body of exactly the limit')
@@ -305,7 +306,7 @@ t.test('IMPORT_MAX_BYTES: a larger body is 413 and nothing is written', async (t
   t.equal(declared.status, 413)
   t.match(JSON.parse(declared.body), { code: 'PAYLOAD_TOO_LARGE' })
   t.equal(countRows(app, 'objects'), 200)
-  t.equal(countRows(app, 'import_rows'), 0)
+  t.equal(stagedImports(app), 0)
 })
 
 t.test('Content-Type must be NDJSON', async (t) => {
@@ -339,7 +340,7 @@ t.test('a body without any object is a 400, as the spec says (the body is requir
     t.equal(res.json().code, 'VALIDATION_FAILED')
     t.match(res.json().detail, /holds no object/)
   }
-  t.equal(countRows(app, 'import_rows') + countRows(app, 'imports'), 0, 'nothing staged is left')
+  t.equal(stagedImports(app) + countRows(app, 'imports'), 0, 'nothing staged is left')
   // No body and no Content-Type at all: a client mistake, answered as such (not a 500).
   const none = await app.inject({ method: 'POST', url: '/api/v1/idm/acme/users/import', headers: u.headers })
   t.equal(none.statusCode, 400)
@@ -407,7 +408,7 @@ t.test('streams a ~20 MB body over a real socket', async (t) => {
   t.same(JSON.parse(res.body), { imported: count })
   t.ok(sent > 20_000_000, `sent ${sent} bytes`)
   t.equal(countRows(app, 'objects'), count)
-  t.equal(countRows(app, 'import_rows'), 0)
+  t.equal(stagedImports(app), 0)
   for (const i of [0, 12_345, count - 1]) {
     t.equal((await getObject(app, u.headers, 'acme', 'users', `u-${i}`)).body, lineOf(i))
   }
@@ -434,16 +435,16 @@ t.test('concurrent imports: one failing does not disturb the other', async (t) =
     }
   }
   const first = send(port, { method: 'POST', path: '/api/v1/idm/acme/users/import', headers, body: slow() })
-  await waitFor(() => countRows(app, 'import_rows') > 0, 'the first import to stage rows')
+  await waitFor(() => stagedImports(app) > 0, 'the first import to stage its lines')
 
   const second = await importLines(app, u.headers, 'acme', 'users', ['{"id":"s1"}', 'bad'])
   t.equal(second.statusCode, 400)
-  t.ok(countRows(app, 'import_rows') > 0, "the failed import left the other's staged rows alone")
+  t.ok(stagedImports(app) > 0, "the failed import left the other's stage file alone")
   release()
   const res = await first
   t.same(JSON.parse(res.body), { imported: count })
   t.equal(countRows(app, 'objects'), count)
-  t.equal(countRows(app, 'import_rows'), 0)
+  t.equal(stagedImports(app), 0)
 })
 
 t.test('a client that disconnects mid-body leaves nothing behind', async (t) => {
@@ -458,8 +459,57 @@ t.test('a client that disconnects mid-body leaves nothing behind', async (t) => 
   for (const chunk of ndjsonChunks(5000, (i) => userLine(i, 100), 16 * 1024)) {
     if (!req.write(chunk)) await once(req, 'drain')
   }
-  await waitFor(() => countRows(app, 'import_rows') > 0, 'rows to be staged')
+  await waitFor(() => stagedImports(app) > 0, 'the body to be staged')
   req.destroy()
-  await waitFor(() => countRows(app, 'import_rows') === 0, 'the staged rows to be removed')
+  await waitFor(() => stagedImports(app) === 0, 'the stage file to be removed')
   t.equal(countRows(app, 'objects'), 0, 'no object was written')
+})
+
+t.test('readers see a collection before or after an import, never in between', async (t) => {
+  const app = await build(t)
+  const writer = await createUser(app, ['acme'])
+  const reader = await createUser(app, ['acme'])
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = (app.server.address() as { port: number }).port
+  const count = 30_000
+  const lineOf = (v: number) => (i: number) => JSON.stringify({ id: `u-${String(i).padStart(6, '0')}`, v, pad: 'x'.repeat(200) })
+  const first = await send(port, { method: 'POST', path: '/api/v1/idm/acme/users/import', headers: { ...writer.headers, 'content-type': 'application/x-ndjson' }, body: ndjsonChunks(count, lineOf(1)) })
+  t.equal(first.status, 200, first.body)
+
+  // The second import rewrites every object (v 2) and adds 1,000, in ascending id order;
+  // the readers go through the ids in the other direction, so a merge applied in parts
+  // would show them a new object beside an old one.
+  const state = { importing: true }
+  const second = send(port, { method: 'POST', path: '/api/v1/idm/acme/users/import', headers: { ...writer.headers, 'content-type': 'application/x-ndjson' }, body: ndjsonChunks(count + 1000, lineOf(2)) })
+    .finally(() => { state.importing = false })
+  const seen: number[] = []
+  let gets = 0
+  let i = count - 1
+  while (state.importing) {
+    const res = await getObject(app, reader.headers, 'acme', 'users', `u-${String(i).padStart(6, '0')}`)
+    seen.push((JSON.parse(res.body) as { v: number }).v)
+    gets++
+    i = i === 0 ? count - 1 : i - 1
+    // inject answers without I/O: let the import's socket be read between reads.
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  const res = await second
+  t.equal(res.status, 200, res.body)
+  const flips = seen.filter((v, k) => k > 0 && v !== seen[k - 1]).length
+  t.ok(gets > 100, `the readers kept reading while the import ran (${gets} GETs)`)
+  t.ok(flips <= 1 && (flips === 0 || seen[0] === 1), `the objects read turned from v 1 to v 2 at one moment, never back (${flips} changes over ${gets} reads)`)
+
+  // An export page taken while an import merges holds one state of the collection.
+  const pages = []
+  const third = send(port, { method: 'POST', path: '/api/v1/idm/acme/users/import', headers: { ...writer.headers, 'content-type': 'application/x-ndjson' }, body: ndjsonChunks(count + 2000, lineOf(3)) })
+  const third$ = { done: false }
+  third.finally(() => { third$.done = true }).catch(() => {})
+  while (!third$.done || pages.length === 0) {
+    const page = await exportPage(app, reader.headers, 'acme', 'users')
+    const vs = new Set(page.file.toString().trimEnd().split('\n').map((l) => (JSON.parse(l) as { v: number }).v))
+    pages.push({ total: page.result.total, vs: [...vs] })
+  }
+  t.equal((await third).status, 200)
+  t.ok(pages.every((p) => p.vs.length === 1 && p.total === (p.vs[0] === 2 ? count + 1000 : count + 2000)),
+    `every page holds one version of the whole collection: ${JSON.stringify(pages)}`)
 })

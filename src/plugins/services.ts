@@ -8,7 +8,10 @@ import { createExportsService, type ExportsService } from '../services/exports.j
 import { createFilesService, type FilesService } from '../services/files.js'
 import { createObjectsService, type ObjectsService } from '../services/objects.js'
 import { createSigner, loadSigningSecret, type Signer } from '../services/signing.js'
-import { createExportPool } from '../worker/pool.js'
+import { createExportPool, createImportPool } from '../worker/pool.js'
+
+/** Imports read or merged at once; more wait their turn. */
+const IMPORT_WORKERS = 2
 
 /** Every service, built once on the store; routes reach them as `app.services.<area>`. */
 interface Services {
@@ -29,7 +32,7 @@ declare module 'fastify' {
 }
 
 /**
- * Builds the services and the export worker pool, and finishes the imports a stop
+ * Builds the services and the export and import worker pools, and finishes the imports a stop
  * interrupted. When the server is ready it recovers interrupted exports, cleans the
  * files directory and starts the queue and the retention sweeper; a stop starts no new job, lets running ones finish
  * for SHUTDOWN_GRACE_SECONDS and ends the workers.
@@ -39,12 +42,13 @@ export default fp(async function servicesPlugin (app: FastifyInstance) {
   const signer = createSigner(loadSigningSecret(config.dataDir, config.signingSecret))
   const storage = createLocalStorage(exportsDir(config))
   const pool = createExportPool(config.exportWorkers)
+  const importPool = createImportPool(IMPORT_WORKERS)
   const files = createFilesService({ store, storage, signer })
   const events = createExportEvents({ store })
   const scheduler = createExportScheduler({ store, events, storage, signer, runTask: pool.run, config, log })
   const services: Services = {
     admin: createAdminService(store),
-    objects: createObjectsService(store, config),
+    objects: createObjectsService(store, config, importPool.tasks),
     exports: createExportsService({ store, scheduler, events, files, signer, config }),
     scheduler,
     events,
@@ -85,5 +89,6 @@ export default fp(async function servicesPlugin (app: FastifyInstance) {
     await sweeping
     await scheduler.stop(config.shutdownGraceSeconds * 1000)
     await pool.destroy()
+    await importPool.destroy()
   })
 }, { name: 'services', dependencies: ['store'] })

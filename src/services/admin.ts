@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
 import type { CreatedToken, CreatedUser, Firm, TokenInfo } from '../contract/generated.js'
 import { AppError } from '../errors.js'
 import type { AdminStore } from '../store/admin-store.js'
@@ -37,8 +38,19 @@ function firmView (row: { id: string, name: string, createdAt: number }): Firm {
   return { firmId: row.id, name: row.name, createdAt: iso(row.createdAt) }
 }
 
+/**
+ * How long a token's principal is reused without reading the database again. A token
+ * revoked through this process stops working at once (the cache is dropped); revoked by
+ * another process sharing the database, within this time.
+ */
+const PRINCIPAL_TTL_MS = 1000
+const PRINCIPAL_CACHE_MAX = 10_000
+
 /** Firms, users and their tokens (the admin API), and who a bearer token stands for. */
 export function createAdminService (store: Store, now = Date.now) {
+  /** Principals of recently seen tokens, by token hash: a status poll costs no token lookup. */
+  const principals = new Map<string, { hash: string, principal: Principal, until: number }>()
+
   async function newToken (admin: AdminStore, userId: string): Promise<CreatedToken> {
     // 256 random bits; the token is returned once and only its hash is stored.
     const token = TOKEN_PREFIX + randomBytes(32).toString('base64url')
@@ -102,18 +114,25 @@ export function createAdminService (store: Store, now = Date.now) {
 
     revokeToken: async (userId: string, tokenId: string): Promise<void> => {
       await requireUser(store.admin, userId)
-      if (!await store.admin.markTokenRevoked(userId, tokenId, now())) {
-        throw new AppError('NOT_FOUND', `user '${userId}' has no token '${tokenId}'`)
-      }
+      const revoked = await store.admin.markTokenRevoked(userId, tokenId, now())
+      principals.clear()
+      if (!revoked) throw new AppError('NOT_FOUND', `user '${userId}' has no token '${tokenId}'`)
     },
 
     /** The principal a bearer token stands for, or undefined when unknown or revoked. */
     authenticate: async (token: string): Promise<Principal | undefined> => {
       if (!token.startsWith(TOKEN_PREFIX) || token.length > 200) return undefined
       const hash = hashToken(token)
+      const at = performance.now()
+      const cached = principals.get(hash)
+      // Compared in constant time like a database hit, so both paths look alike.
+      if (cached && cached.until > at && timingSafeEqual(Buffer.from(cached.hash), Buffer.from(hash))) return cached.principal
       const row = await store.admin.findLiveTokenByHash(hash)
       if (!row || !timingSafeEqual(Buffer.from(row.hash), Buffer.from(hash))) return undefined
-      return { userId: row.userId, tokenId: row.id, firms: new Set(await store.admin.selectUserFirmIds(row.userId)) }
+      const principal = { userId: row.userId, tokenId: row.id, firms: new Set(await store.admin.selectUserFirmIds(row.userId)) }
+      if (principals.size >= PRINCIPAL_CACHE_MAX) principals.clear()
+      principals.set(hash, { hash: row.hash, principal, until: at + PRINCIPAL_TTL_MS })
+      return principal
     },
   }
 }

@@ -1,56 +1,99 @@
 import { randomUUID } from 'node:crypto'
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { MessageChannel } from 'node:worker_threads'
 import type { Config } from '../config.js'
 import { AppError } from '../errors.js'
-import type { StagedRow } from '../store/objects-store.js'
 import type { Store } from '../store/store.js'
-import { compactJson, isValidObjectId, parseObjectLine, readLines } from './ndjson.js'
+import type { MergeOutcome, MergeTask, StageMessage, StageOutcome, StageTask, TaskFault } from '../worker/import-task.js'
+import { compactJson, isValidObjectId } from './ndjson.js'
 
-/** How many validated lines are staged per write transaction. */
-const STAGE_BATCH_ROWS = 2000
-const STAGE_BATCH_BYTES = 8 * 1024 * 1024
-/** Lines moved into `objects` per transaction: small enough to keep the event loop free. */
-const MERGE_BATCH_ROWS = 2000
+/** The import worker's two tasks (src/worker/import-task.ts), as the pool runs them. */
+export interface RunImportTasks {
+  stage: (task: Omit<StageTask, 'kind'>) => Promise<StageOutcome>
+  merge: (task: Omit<MergeTask, 'kind'>) => Promise<MergeOutcome>
+}
 
-/** Imports (all or nothing, streamed) and one-object reads and writes. */
-export function createObjectsService (store: Store, config: Pick<Config, 'objectMaxBytes' | 'importMaxBytes'>, now = Date.now) {
+/** Body chunks sent to the import worker and not yet taken: bounds the memory a fast client can fill. */
+const CHUNKS_IN_FLIGHT = 16
+
+const failed = (f: TaskFault): AppError => new AppError(f.code, f.detail, f.extra)
+
+/** Imports (all or nothing, streamed, atomic for readers) and one-object reads and writes. */
+export function createObjectsService (store: Store, config: Pick<Config, 'objectMaxBytes' | 'importMaxBytes' | 'dataDir'>, tasks: RunImportTasks, now = Date.now) {
   const objects = store.objects
+  /** Stage files of imports under way: DATA_DIR/imports/<import id>.stage. */
+  const stageDir = join(config.dataDir, 'imports')
+  const stagePath = (importId: string): string => join(stageDir, `${importId}.stage`)
+  mkdirSync(stageDir, { recursive: true })
+
+  /** Applies a staged, valid import in one transaction on the worker's connection; then drops its stage file. */
+  async function merge (importId: string, firmId: string, type: string): Promise<number> {
+    const outcome = await store.writingElsewhere(() =>
+      tasks.merge({ source: store.readerSource, stagePath: stagePath(importId), importId, firmId, type, now: now() }))
+    if (!outcome.ok) throw failed(outcome)
+    rmSync(stagePath(importId), { force: true })
+    return outcome.merged
+  }
+
+  /** Forgets an import that will not be applied. */
+  async function discard (importId: string): Promise<void> {
+    rmSync(stagePath(importId), { force: true })
+    await objects.deleteImport(importId)
+  }
 
   /**
-   * Moves the next batch of an import's staged lines into the collection, or, when
-   * `apply` is false, drops it; in one transaction. Returns how many lines it took.
+   * Streams the body to the import worker, which validates and stages it, honouring its
+   * pace; stops sending as soon as the worker has found a fault.
    */
-  function takeBatch (importId: string, firmId: string, type: string, limit: number, apply: boolean): Promise<number> {
-    return store.transaction(async (tx) => {
-      const end = await tx.objects.selectStagedBatchEnd(importId, limit)
-      if (end === undefined) return 0
-      if (apply) await tx.objects.mergeStagedRows(importId, firmId, type, end, now())
-      return tx.objects.deleteStagedRows(importId, end)
+  async function stageBody (importId: string, body: AsyncIterable<Buffer>): Promise<number> {
+    const { port1, port2 } = new MessageChannel()
+    // Changed by the worker's acknowledgements and by the task's end, between awaits.
+    const flow = { credit: CHUNKS_IN_FLIGHT, settled: false }
+    let wake: (() => void) | undefined
+    port1.on('message', () => {
+      flow.credit++
+      wake?.()
     })
-  }
-
-  /** Moves all staged lines of a valid import into `objects`, a batch at a time. */
-  async function merge (importId: string, firmId: string, type: string): Promise<void> {
-    while (await takeBatch(importId, firmId, type, MERGE_BATCH_ROWS, true) > 0) await yieldToEventLoop()
-    await objects.deleteImport(importId)
-  }
-
-  /** Drops the staged lines of an import that will not be applied. */
-  async function discard (importId: string): Promise<void> {
-    while (await takeBatch(importId, '', '', MERGE_BATCH_ROWS * 5, false) > 0) await yieldToEventLoop()
-    await objects.deleteImport(importId)
+    const task = tasks.stage({ stagePath: stagePath(importId), objectMaxBytes: config.objectMaxBytes, importMaxBytes: config.importMaxBytes, port: port2 })
+      .finally(() => {
+        flow.settled = true
+        wake?.()
+      })
+    const send = (m: StageMessage): void => { if (!flow.settled) port1.postMessage(m) }
+    try {
+      for await (const chunk of body) {
+        if (flow.settled) break
+        send({ chunk })
+        flow.credit--
+        while (flow.credit <= 0 && !flow.settled) await new Promise<void>((resolve) => { wake = resolve })
+      }
+      send({ end: true })
+    } catch (err) {
+      // The body broke off (the client went away): the worker stops, nothing is applied.
+      send({ abort: true })
+      await task.catch(() => {})
+      throw err
+    } finally {
+      port1.close()
+    }
+    const outcome = await task
+    if (!outcome.ok) throw failed(outcome)
+    return outcome.lines
   }
 
   return {
     /**
      * At start-up: finishes imports that had proved valid (merging) and drops those whose
-     * body was still being read (staging) when the server stopped.
+     * body was still being read (staging) when the server stopped, and stray stage files.
      */
     async recoverImports (): Promise<{ finished: number, discarded: number }> {
       let finished = 0
       let discarded = 0
-      for (const imp of await objects.selectImports()) {
-        if (imp.state === 'merging') {
+      const open = await objects.selectImports()
+      for (const imp of open) {
+        // A merge whose stage file is gone (an upgrade from before stage files) cannot be finished.
+        if (imp.state === 'merging' && existsSync(stagePath(imp.id))) {
           await merge(imp.id, imp.firmId, imp.type)
           finished++
         } else {
@@ -58,44 +101,37 @@ export function createObjectsService (store: Store, config: Pick<Config, 'object
           discarded++
         }
       }
+      const known = new Set(open.map((imp) => `${imp.id}.stage`))
+      for (const name of readdirSync(stageDir)) if (!known.has(name)) rmSync(join(stageDir, name), { force: true })
       return { finished, discarded }
     },
 
     /**
-     * Streams an NDJSON body into the collection, all or nothing: every line is validated
-     * and staged first; only a wholly valid body is merged into `objects`, in batches that
-     * let other requests through, and a restart finishes a merge that had begun.
+     * Streams an NDJSON body into the collection, all or nothing: a worker validates
+     * every line and stages it in a file as it arrives; only a wholly valid body is
+     * merged, in one transaction, so readers see the collection before or after it,
+     * never in between; a restart finishes a merge that had begun.
      */
     async importNdjson (firmId: string, type: string, body: AsyncIterable<Buffer>): Promise<{ imported: number }> {
       const importId = randomUUID()
       await objects.insertImport(importId, firmId, type, now())
-      let batch: StagedRow[] = []
-      let batchBytes = 0
-      let count = 0
+      let lines: number
       try {
-        for await (const { line, lineNo } of readLines(body, { maxLineBytes: config.objectMaxBytes, maxTotalBytes: config.importMaxBytes })) {
-          const id = parseObjectLine(line, lineNo, config.objectMaxBytes)
-          batch.push({ seq: lineNo, id, doc: line })
-          batchBytes += line.length
-          count++
-          if (batch.length >= STAGE_BATCH_ROWS || batchBytes >= STAGE_BATCH_BYTES) {
-            await objects.insertStagedRows(importId, batch)
-            batch = []
-            batchBytes = 0
-          }
-        }
-        if (batch.length) await objects.insertStagedRows(importId, batch)
+        lines = await stageBody(importId, body)
+        if (lines === 0) throw new AppError('VALIDATION_FAILED', 'the body holds no object (it is empty, or only blank lines); send one JSON object per line')
+        await objects.markImportMerging(importId)
       } catch (err) {
         await discard(importId)
         throw err
       }
-      if (count === 0) {
+      try {
+        await merge(importId, firmId, type)
+      } catch (err) {
+        // Nothing was applied (the transaction rolled back): the import is not retried later.
         await discard(importId)
-        throw new AppError('VALIDATION_FAILED', 'the body holds no object (it is empty, or only blank lines); send one JSON object per line')
+        throw err
       }
-      await objects.markImportMerging(importId)
-      await merge(importId, firmId, type)
-      return { imported: count }
+      return { imported: lines }
     },
 
     /** A firm's non-empty collections, by name, with their object counts. */

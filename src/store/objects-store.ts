@@ -1,11 +1,8 @@
 import type { imports } from './schema.js'
 
-/** One validated line of an import: its 1-based line number, id and JSON bytes. */
-export interface StagedRow { seq: number, id: string, doc: Buffer }
-
 type Import = Pick<typeof imports.$inferSelect, 'id' | 'firmId' | 'type' | 'state'>
 
-/** Objects of a collection, and imports staged before they are applied. */
+/** Objects of a collection, and the imports under way (their lines are staged in files, src/worker/stage-file.ts). */
 export interface ObjectsStore {
   /** The stored JSON bytes of one object. */
   selectObjectDoc: (firmId: string, type: string, id: string) => Promise<Buffer | undefined>
@@ -28,15 +25,4 @@ export interface ObjectsStore {
   deleteImport: (id: string) => Promise<void>
   /** Imports a stop interrupted, oldest first. */
   selectImports: () => Promise<Import[]>
-  /** Appends validated lines to an import's staging area, all of them or none. */
-  insertStagedRows: (importId: string, rows: StagedRow[]) => Promise<void>
-  /** The line number that ends the next batch of at most `limit` staged lines; undefined when none is left. */
-  selectStagedBatchEnd: (importId: string, limit: number) => Promise<number | undefined>
-  /**
-   * Upserts the staged lines up to `lastSeq` into the collection, in line order, so an id
-   * repeated within one import keeps its last line.
-   */
-  mergeStagedRows: (importId: string, firmId: string, type: string, lastSeq: number, now: number) => Promise<void>
-  /** Deletes the staged lines up to `lastSeq`; returns how many. */
-  deleteStagedRows: (importId: string, lastSeq: number) => Promise<number>
 }

@@ -60,10 +60,10 @@ export const collections = sqliteTable('collections', {
 }, (t) => [primaryKey({ columns: [t.firmId, t.type] })])
 
 /**
- * Imports under way. `staging`: the body is still being read and validated (discarded if
- * the server stops). `merging`: the whole body proved valid and its rows are being moved
- * into `objects` in batches; a restart finishes the move, so a valid import is never
- * left half applied.
+ * Imports under way; their lines are staged in a file each (DATA_DIR/imports). `staging`:
+ * the body is still being read and validated (discarded if the server stops). `merging`:
+ * the whole body proved valid and is being applied in one transaction, which also
+ * deletes this row; a restart applies it again, so a valid import is never lost.
  */
 export const imports = sqliteTable('imports', {
   id: text('id').primaryKey(),
@@ -72,18 +72,6 @@ export const imports = sqliteTable('imports', {
   state: text('state', { enum: ['staging', 'merging'] }).notNull(),
   createdAt: integer('created_at').notNull(),
 })
-
-/**
- * Lines of an import in progress. An import streams into here in small transactions
- * and is merged into `objects` in one transaction once the whole body has proved valid,
- * so a bad line leaves `objects` untouched.
- */
-export const importRows = sqliteTable('import_rows', {
-  importId: text('import_id').notNull(),
-  seq: integer('seq').notNull(),
-  id: text('id').notNull(),
-  doc: blob('doc', { mode: 'buffer' }).notNull(),
-}, (t) => [primaryKey({ columns: [t.importId, t.seq] })])
 
 /** The statuses of a job that holds its user's one slot. */
 export const ACTIVE_STATUSES: JobStatus[] = ['Pending', 'InProgress']

@@ -30,9 +30,15 @@ export interface Store extends Repositories {
    * the store wait until it ends.
    */
   transaction: <T>(fn: (tx: Repositories) => Promise<T>) => Promise<T>
+  /**
+   * Runs `fn`, which writes through a worker's own connection (an import's merge: one
+   * long transaction). The store's reads go on meanwhile; its writes wait for `fn` to end,
+   * without blocking the event loop.
+   */
+  writingElsewhere: <T>(fn: () => Promise<T>) => Promise<T>
   /** Resolves when the database answers a trivial query (readiness). */
   ping: () => Promise<void>
-  /** What an export worker needs to open a read-only connection of its own. */
+  /** What a worker needs to open a connection of its own (read-only for exports, for merges for imports). */
   readonly readerSource: ReaderSource
   /** Closes the connection; the store is unusable afterwards. */
   close: () => Promise<void>

@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3'
 import type { FastifyInstance } from 'fastify'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp } from '../../src/app.js'
@@ -57,6 +57,11 @@ export async function importLines (app: FastifyInstance, headers: Record<string,
 /** The app's own SQLite connection, for tests that look at (or break) the database itself. */
 export function sqliteOf (app: FastifyInstance): Database.Database {
   return (app.store as SqliteStore).connection.sqlite
+}
+
+/** How many imports have a stage file (DATA_DIR/imports): lines read but not applied or dropped yet. */
+export function stagedImports (app: FastifyInstance): number {
+  return readdirSync(join(app.config.dataDir, 'imports')).length
 }
 
 /** The directory the app keeps its export files in. */

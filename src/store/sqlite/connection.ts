@@ -39,6 +39,9 @@ function translate (err: unknown): unknown {
   return err
 }
 
+/** One try of a call: its value, or SQLITE_BUSY while a writer elsewhere holds the lock. */
+type Attempt<T> = { busy: false, value: T } | { busy: true }
+
 /** Marks the async context of an open transaction, to catch calls that would wait for it forever. */
 const insideTransaction = new AsyncLocalStorage<Promise<void>>()
 
@@ -48,6 +51,26 @@ function guarded<T> (fn: () => T): T {
   } catch (err) {
     throw translate(err)
   }
+}
+
+/** How long a connection waits for another's write lock before SQLITE_BUSY. */
+const BUSY_TIMEOUT_MS = 5000
+
+const isBusy = (err: unknown): boolean => /^SQLITE_BUSY/.test(driverError(err).code ?? '')
+
+/**
+ * The settings every connection to the database file shares (the server's, and an import
+ * worker's): WAL, synchronous=NORMAL, a busy database waited for, a page cache of
+ * `cacheKiB`, and a WAL file truncated back after a large transaction.
+ */
+export function configureConnection (sqlite: Database.Database, cacheKiB = 16 * 1024): void {
+  sqlite.pragma('journal_mode = WAL')
+  sqlite.pragma('synchronous = NORMAL')
+  sqlite.pragma('foreign_keys = ON')
+  // A busy database (a backup, a reader checkpoint, an import's merge) is waited for, not failed at once.
+  sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
+  sqlite.pragma(`cache_size = -${cacheKiB}`)
+  sqlite.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
 }
 
 /**
@@ -66,12 +89,7 @@ export class SqliteConnection {
     mkdirSync(dataDir, { recursive: true })
     this.path = join(dataDir, DB_FILE)
     this.sqlite = new Database(this.path)
-    this.sqlite.pragma('journal_mode = WAL')
-    this.sqlite.pragma('synchronous = NORMAL')
-    this.sqlite.pragma('foreign_keys = ON')
-    // A busy database (a backup, a reader checkpoint) is waited for, not failed at once.
-    this.sqlite.pragma('busy_timeout = 5000')
-    this.sqlite.pragma('cache_size = -65536')
+    configureConnection(this.sqlite)
     this.db = drizzle(this.sqlite, { schema })
     migrate(this.db, { migrationsFolder: MIGRATIONS_DIR })
   }
@@ -90,8 +108,12 @@ export class SqliteConnection {
   /** Runs an operation once no transaction is open. */
   readonly run: Run = async (fn) => {
     this.refuseInsideTransaction()
-    while (this.open) await this.open
-    return guarded(fn)
+    for (;;) {
+      while (this.open) await this.open
+      const retry = this.attempt(fn)
+      if (!retry.busy) return retry.value
+      await this.elsewhere
+    }
   }
 
   /** Runs an operation inside the open transaction (the transaction's own calls). */
@@ -102,15 +124,61 @@ export class SqliteConnection {
    * at once instead of blocking the event loop for busy_timeout. For background writes
    * that their caller retries.
    */
-  readonly runNoWait: Run = async (fn) => {
+  readonly runNoWait: Run = async <T>(fn: () => T) => {
+    this.refuseInsideTransaction()
+    for (;;) {
+      while (this.open) await this.open
+      this.sqlite.pragma('busy_timeout = 0')
+      let retry: Attempt<T>
+      try {
+        retry = this.attempt(fn)
+      } finally {
+        this.sqlite.pragma(`busy_timeout = ${this.writers > 0 ? 0 : BUSY_TIMEOUT_MS}`)
+      }
+      if (!retry.busy) return retry.value
+      await this.elsewhere
+    }
+  }
+
+  /**
+   * One try of `fn`. While a writer elsewhere holds the lock (writingElsewhere), a write
+   * fails at once with SQLITE_BUSY having written nothing: `busy` says to wait for that
+   * writer and try again. Reads go on meanwhile (WAL), from the last committed state.
+   */
+  private attempt<T> (fn: () => T): Attempt<T> {
+    try {
+      return { busy: false, value: fn() }
+    } catch (err) {
+      if (this.writers > 0 && isBusy(err)) return { busy: true }
+      throw translate(err)
+    }
+  }
+
+  /** How many writers elsewhere in this process (an import's merge) are running, and when the last ends. */
+  private writers = 0
+  private elsewhere: Promise<void> = Promise.resolve()
+  private endElsewhere: () => void = () => {}
+
+  /**
+   * Runs `fn`, which writes through another connection of this process (an import
+   * worker's merge, one long transaction). Meanwhile this connection does not wait for
+   * the lock (which would block the event loop): its reads go on, its writes wait for
+   * `fn` to end and then run. Starts once this connection's open transaction has ended.
+   */
+  async writingElsewhere<T> (fn: () => Promise<T>): Promise<T> {
     this.refuseInsideTransaction()
     while (this.open) await this.open
-    const timeout = this.sqlite.pragma('busy_timeout', { simple: true }) as number
-    this.sqlite.pragma('busy_timeout = 0')
+    if (this.writers++ === 0) {
+      this.elsewhere = new Promise((resolve) => { this.endElsewhere = resolve })
+      this.sqlite.pragma('busy_timeout = 0')
+    }
     try {
-      return guarded(fn)
+      return await fn()
     } finally {
-      this.sqlite.pragma(`busy_timeout = ${timeout}`)
+      if (--this.writers === 0) {
+        this.sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
+        this.endElsewhere()
+      }
     }
   }
 
@@ -121,12 +189,15 @@ export class SqliteConnection {
    */
   async transaction<T> (fn: () => Promise<T>): Promise<T> {
     this.refuseInsideTransaction()
-    while (this.open) await this.open
+    for (;;) {
+      while (this.open) await this.open
+      if (!this.attempt(() => this.sqlite.exec('BEGIN IMMEDIATE')).busy) break
+      await this.elsewhere
+    }
     let end!: () => void
     const open = new Promise<void>((resolve) => { end = resolve })
     this.open = open
     try {
-      guarded(() => this.sqlite.exec('BEGIN IMMEDIATE'))
       try {
         const result = await insideTransaction.run(open, fn)
         guarded(() => this.sqlite.exec('COMMIT'))

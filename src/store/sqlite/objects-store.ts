@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3'
-import { and, asc, eq, gt, lte, sql } from 'drizzle-orm'
-import type { ObjectsStore, StagedRow } from '../objects-store.js'
-import { collections, importRows, imports, objects } from '../schema.js'
+import { and, asc, eq, gt, sql } from 'drizzle-orm'
+import type { ObjectsStore } from '../objects-store.js'
+import { collections, imports, objects } from '../schema.js'
 import { compile, type Db, type Run } from './connection.js'
 
 const p = sql.placeholder
@@ -13,36 +13,15 @@ export function prepareObjectsQueries (db: Db, sqlite: Database.Database) {
   return {
     doc: db.select({ doc: objects.doc }).from(objects).where(key).prepare(),
     updateDoc: db.update(objects).set({ doc: sql`${p('doc')}`, updatedAt: sql`${p('now')}` }).where(key).prepare(),
-    // Staging runs once per line of an import: a plain statement, no per-call mapping.
-    stage: compile<[string, number, string, Buffer]>(sqlite,
-      db.insert(importRows).values({ importId: p('importId'), seq: p('seq'), id: p('id'), doc: p('doc') }),
-      ['importId', 'seq', 'id', 'doc']),
     upsertOne: compile<[string, string, string, Buffer, number, number]>(sqlite,
       db.insert(objects).values({ firmId: p('firmId'), type: p('type'), id: p('id'), doc: p('doc'), createdAt: p('now'), updatedAt: p('now2') })
         .onConflictDoUpdate(upsert),
       ['firmId', 'type', 'id', 'doc', 'now', 'now2']),
-    // In line order, so an id repeated within one import keeps its last line.
-    merge: compile<[string, string, number, number, string, number]>(sqlite,
-      db.insert(objects).select(db.select({
-        // NULL: SQLite picks the next rowid.
-        seq: sql<number>`NULL`.as('seq'),
-        firmId: sql`${p('firmId')}`.as('firm_id'),
-        type: sql`${p('type')}`.as('type'),
-        id: importRows.id,
-        doc: importRows.doc,
-        createdAt: sql`${p('now')}`.as('created_at'),
-        updatedAt: sql`${p('now2')}`.as('updated_at'),
-      }).from(importRows).where(and(eq(importRows.importId, p('importId')), lte(importRows.seq, p('lastSeq')))).orderBy(asc(importRows.seq)))
-        .onConflictDoUpdate(upsert),
-      ['firmId', 'type', 'now', 'now2', 'importId', 'lastSeq']),
   }
 }
 
 /** The objects store on SQLite; `run` decides when each call may touch the connection. */
 export function createObjectsStore (db: Db, sqlite: Database.Database, q: ReturnType<typeof prepareObjectsQueries>, run: Run): ObjectsStore {
-  const stageAll = sqlite.transaction((importId: string, rows: StagedRow[]) => {
-    for (const r of rows) q.stage.run(importId, r.seq, r.id, r.doc)
-  })
   const upsertAll = sqlite.transaction((firmId: string, type: string, rows: Array<{ id: string, doc: Buffer }>, now: number) => {
     for (const r of rows) q.upsertOne.run(firmId, type, r.id, r.doc, now, now)
   })
@@ -67,14 +46,5 @@ export function createObjectsStore (db: Db, sqlite: Database.Database, q: Return
     deleteImport: (id) => run(() => { db.delete(imports).where(eq(imports.id, id)).run() }),
     selectImports: () => run(() => db.select({ id: imports.id, firmId: imports.firmId, type: imports.type, state: imports.state })
       .from(imports).orderBy(asc(imports.createdAt)).all()),
-    insertStagedRows: (importId, rows) => run(() => stageAll(importId, rows)),
-    selectStagedBatchEnd: (importId, limit) => run(() => {
-      const batch = db.select({ seq: importRows.seq }).from(importRows).where(eq(importRows.importId, importId))
-        .orderBy(asc(importRows.seq)).limit(limit).as('batch')
-      return db.select({ end: sql<number | null>`max(${batch.seq})` }).from(batch).get()?.end ?? undefined
-    }),
-    mergeStagedRows: (importId, firmId, type, lastSeq, now) => run(() => { q.merge.run(firmId, type, now, now, importId, lastSeq) }),
-    deleteStagedRows: (importId, lastSeq) => run(() =>
-      db.delete(importRows).where(and(eq(importRows.importId, importId), lte(importRows.seq, lastSeq))).run().changes),
   }
 }

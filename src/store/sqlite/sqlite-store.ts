@@ -36,6 +36,7 @@ export function openSqliteStore (dataDir: string): SqliteStore {
   return {
     ...repositories(connection.run, connection.runNoWait),
     transaction: (fn) => connection.transaction(() => fn(inTransaction)),
+    writingElsewhere: (fn) => connection.writingElsewhere(fn),
     ping: () => connection.run(() => { db.run(sql`SELECT 1`) }),
     readerSource: { dialect: 'sqlite', path: connection.path },
     close: async () => { connection.close() },
