@@ -435,7 +435,8 @@ t.test('concurrent imports: one failing does not disturb the other', async (t) =
     }
   }
   const first = send(port, { method: 'POST', path: '/api/v1/idm/acme/users/import', headers, body: slow() })
-  await waitFor(() => stagedImports(app) > 0, 'the first import to stage its lines')
+  // The import worker thread may take a while to start on a loaded machine.
+  await waitFor(() => stagedImports(app) > 0, 'the first import to stage its lines', 30_000)
 
   const second = await importLines(app, u.headers, 'acme', 'users', ['{"id":"s1"}', 'bad'])
   t.equal(second.statusCode, 400)
@@ -459,9 +460,9 @@ t.test('a client that disconnects mid-body leaves nothing behind', async (t) => 
   for (const chunk of ndjsonChunks(5000, (i) => userLine(i, 100), 16 * 1024)) {
     if (!req.write(chunk)) await once(req, 'drain')
   }
-  await waitFor(() => stagedImports(app) > 0, 'the body to be staged')
+  await waitFor(() => stagedImports(app) > 0, 'the body to be staged', 30_000)
   req.destroy()
-  await waitFor(() => stagedImports(app) === 0, 'the stage file to be removed')
+  await waitFor(() => stagedImports(app) === 0, 'the stage file to be removed', 30_000)
   t.equal(countRows(app, 'objects'), 0, 'no object was written')
 })
 
