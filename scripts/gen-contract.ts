@@ -35,11 +35,46 @@ function refName (ref: string): string {
   return m[2]
 }
 
+/** A schema's validation keywords and descriptions. */
+function keywordsOf (schema: Json): Json {
+  const opts: Json = {}
+  for (const k of PASS_THROUGH) if (k in schema) opts[k] = schema[k]
+  return opts
+}
+
 /** The TypeBox options bag of a schema (validation keywords and descriptions), if any. */
 function options (schema: Json, extra: Json = {}): Code[] {
-  const opts: Json = { ...extra }
-  for (const k of PASS_THROUGH) if (k in schema) opts[k] = schema[k]
+  const opts: Json = { ...extra, ...keywordsOf(schema) }
   return Object.keys(opts).length ? [literal(opts)] : []
+}
+
+const PRIMITIVE_TS: Record<string, string> = { string: 'string', integer: 'number', number: 'number', boolean: 'boolean' }
+
+/** A branch that is only a primitive type (with its own keywords), no reference, enum or constant. */
+const primitiveOnly = (s: Json): boolean => typeof s.type === 'string' && s.type in PRIMITIVE_TS && !s.$ref && !s.enum && !('const' in s)
+
+/**
+ * "A primitive or null" as one schema with a type list, `{ type: ['string', 'null'] }`,
+ * instead of a union: the same values validate (a primitive's keywords apply to that type
+ * only), and fast-json-stringify serialises a type list with a typeof check, where a
+ * union made it run the validator on every branch of every response (format: uri
+ * included). Undefined when `branches` are anything else.
+ */
+function nullablePrimitive (branches: Json[], outer: Json): Code | undefined {
+  if (branches.length !== 2) return undefined
+  const value = branches.find((b) => b.type !== 'null')
+  if (!value || !branches.some((b) => b.type === 'null' && Object.keys(b).length === 1) || !primitiveOnly(value)) return undefined
+  return call(`Type.Unsafe<${PRIMITIVE_TS[value.type]} | null>`, literal({ type: [value.type, 'null'], ...keywordsOf(value), ...keywordsOf(outer) }))
+}
+
+/**
+ * A string enum as one `{ type: 'string', enum }` schema, not a union of constants: the
+ * same values validate, and responses serialise without running the validator.
+ */
+function stringEnum (schema: Json): Code | undefined {
+  if (!schema.enum.every((v: unknown) => typeof v === 'string')) return undefined
+  const type = schema.enum.map((v: string) => print(literal(v))).join(' | ')
+  return call(`Type.Unsafe<${type}>`, literal({ type: 'string', enum: schema.enum, ...keywordsOf(schema) }))
 }
 
 /** Renders one JSON Schema (OpenAPI 3.1 dialect) as TypeBox builder code. */
@@ -53,11 +88,17 @@ export function toTypeBox (schema: Json): Code {
   }
   const union = (parts: Code[], opts: Code[] = []): Code => call('Type.Union', { kind: 'array', items: parts }, ...opts)
   if (schema.$ref) return atom(refName(schema.$ref))
-  if (schema.oneOf || schema.anyOf) return union((schema.oneOf ?? schema.anyOf).map(toTypeBox), options(schema))
+  if (schema.oneOf || schema.anyOf) {
+    const branches: Json[] = schema.oneOf ?? schema.anyOf
+    return nullablePrimitive(branches, schema) ?? union(branches.map(toTypeBox), options(schema))
+  }
   if (schema.allOf) return call('Type.Intersect', { kind: 'array', items: schema.allOf.map(toTypeBox) }, ...options(schema))
   if ('const' in schema) return call('Type.Literal', literal(schema.const), ...options(schema))
-  if (schema.enum) return union(schema.enum.map((v: unknown) => call('Type.Literal', literal(v))), options(schema))
-  if (Array.isArray(schema.type)) return union(schema.type.map((t: string) => toTypeBox({ ...schema, type: t })))
+  if (schema.enum) return stringEnum(schema) ?? union(schema.enum.map((v: unknown) => call('Type.Literal', literal(v))), options(schema))
+  if (Array.isArray(schema.type)) {
+    const branches = schema.type.map((t: string) => ({ ...schema, type: t }))
+    return nullablePrimitive(branches.map((b: Json) => b.type === 'null' ? { type: 'null' } : b), {}) ?? union(branches.map(toTypeBox))
+  }
   switch (schema.type) {
     case 'string': return call('Type.String', ...options(schema))
     case 'integer': return call('Type.Integer', ...options(schema))

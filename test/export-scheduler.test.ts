@@ -10,8 +10,11 @@ import { createExportEvents } from '../src/services/export-events.js'
 import { createExportScheduler, type RunTask } from '../src/services/export-scheduler.js'
 import { createSigner } from '../src/services/signing.js'
 import type { ExportJob } from '../src/store/exports-store.js'
+import { checkTransactionNesting } from '../src/store/sqlite/connection.js'
 import { openSqliteStore, type SqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import type { Store } from '../src/store/store.js'
+
+checkTransactionNesting()
 
 const silent = { debug: () => {}, warn: () => {}, error: () => {} }
 

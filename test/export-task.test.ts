@@ -79,3 +79,59 @@ t.test('the worker fsyncs the file, then renames it into place, then fsyncs the 
     `close ${dirname(task.finalPath)}`,
   ], 'the file reaches the disk before it gets its final name, and the rename reaches it before the job is reported done')
 })
+
+t.test('a page of several database batches: exact bytes in key order, its hash, where it ends and its progress', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bes-task-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const store = openSqliteStore(join(dir, 'data'))
+  // 5,003 objects inserted in random order, with multi-byte text and escapes, and another collection around them.
+  const ids = Array.from({ length: 5003 }, (_, i) => `u-${String(i).padStart(5, '0')}`)
+  const docOf = (id: string): string => JSON.stringify({ id, name: `Zoë ${id} 東京 \u2028`, note: 'a "quoted" \\ line' })
+  const shuffled = [...ids].sort(() => Math.random() - 0.5)
+  await store.objects.upsertObjects('acme', 'users', shuffled.map((id) => ({ id, doc: Buffer.from(docOf(id)) })), Date.now())
+  await store.objects.upsertObjects('acme', 'groups', [{ id: 'g-1', doc: Buffer.from('{"id":"g-1"}') }], Date.now())
+  await store.objects.upsertObjects('acme', 'users0', [{ id: 'a', doc: Buffer.from('{"id":"a"}') }], Date.now())
+  await store.close()
+
+  const { default: exportTask } = await import('../src/worker/export-task.js')
+  const { createHash } = await import('node:crypto')
+  const files = join(dir, 'files')
+  fs.mkdirSync(files)
+  const pageOf = (after: string, limit: number, name: string) => {
+    const { port1, port2 } = new MessageChannel()
+    const messages: unknown[] = []
+    port1.on('message', (m) => messages.push(m))
+    const outcome = exportTask({
+      source: { dialect: 'sqlite', path: join(dir, 'data', 'bulk-export.sqlite') },
+      firmId: 'acme',
+      objectType: 'users',
+      after,
+      limit,
+      tmpPath: join(files, `.${name}.tmp`),
+      finalPath: join(files, `${name}.ndjson`),
+      port: port2,
+      progressEvery: 1000,
+    })
+    // The task closes its end of the channel: every message it posted has arrived once this end hears of it.
+    const delivered = new Promise((resolve) => port1.once('close', resolve))
+    return { outcome, messages, delivered, body: fs.readFileSync(join(files, `${name}.ndjson`)) }
+  }
+  const expectBody = (slice: string[]): string => slice.map((id) => docOf(id) + '\n').join('')
+
+  const first = pageOf('', 4500, 'first')
+  t.equal(first.body.toString('utf8'), expectBody(ids.slice(0, 4500)), 'the first 4,500 objects, byte for byte, in key order')
+  t.match(first.outcome, { ok: true, total: 4500, bytes: first.body.length, lastId: ids[4499], hasMore: true, sha256: createHash('sha256').update(first.body).digest('hex') })
+  await first.delivered
+  t.same(first.messages, [{ expected: 4500 }, { processed: 2000 }, { processed: 4000 }, { processed: 4500 }], 'progress once per 1,000 crossed, and at the end')
+
+  const rest = pageOf(ids[4499], 4500, 'rest')
+  t.equal(rest.body.toString('utf8'), expectBody(ids.slice(4500)), 'the next page starts after the cursor and holds the rest')
+  t.match(rest.outcome, { ok: true, total: 503, lastId: ids.at(-1), hasMore: false })
+
+  const exact = pageOf(ids[2999], 2003, 'exact')
+  t.match(exact.outcome, { ok: true, total: 2003, lastId: ids.at(-1), hasMore: false }, 'a page that ends exactly at the last object says nothing follows')
+
+  const none = pageOf(ids.at(-1) as string, 10, 'none')
+  t.match(none.outcome, { ok: true, total: 0, bytes: 0, lastId: null, hasMore: false }, 'after the last object: an empty page')
+  t.equal(none.body.length, 0)
+})

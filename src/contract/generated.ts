@@ -49,38 +49,45 @@ export const CreatedUser = Type.Object({
 })
 export type CreatedUser = Static<typeof CreatedUser>
 
-export const ErrorCode = Type.Union([
-  Type.Literal('UNAUTHENTICATED'),
-  Type.Literal('FORBIDDEN'),
-  Type.Literal('NOT_FOUND'),
-  Type.Literal('VALIDATION_FAILED'),
-  Type.Literal('INVALID_CURSOR'),
-  Type.Literal('INVALID_SIGNATURE'),
-  Type.Literal('EXPORT_ALREADY_ACTIVE'),
-  Type.Literal('FILE_EXPIRED'),
-  Type.Literal('RANGE_NOT_SATISFIABLE'),
-  Type.Literal('PRECONDITION_FAILED'),
-  Type.Literal('IDEMPOTENCY_KEY_REUSED'),
-  Type.Literal('RATE_LIMITED'),
-  Type.Literal('URI_TOO_LONG'),
-  Type.Literal('HEADERS_TOO_LARGE'),
-  Type.Literal('UNSUPPORTED_MEDIA_TYPE'),
-  Type.Literal('PAYLOAD_TOO_LARGE'),
-  Type.Literal('OBJECT_TOO_LARGE'),
-  Type.Literal('SERVICE_UNAVAILABLE'),
-  Type.Literal('INTERNAL'),
-], { description: 'A stable machine-readable error code.' })
+export const ErrorCode = Type.Unsafe<'UNAUTHENTICATED' | 'FORBIDDEN' | 'NOT_FOUND' | 'VALIDATION_FAILED' | 'INVALID_CURSOR' | 'INVALID_SIGNATURE' | 'EXPORT_ALREADY_ACTIVE' | 'FILE_EXPIRED' | 'RANGE_NOT_SATISFIABLE' | 'PRECONDITION_FAILED' | 'IDEMPOTENCY_KEY_REUSED' | 'RATE_LIMITED' | 'URI_TOO_LONG' | 'HEADERS_TOO_LARGE' | 'UNSUPPORTED_MEDIA_TYPE' | 'PAYLOAD_TOO_LARGE' | 'OBJECT_TOO_LARGE' | 'SERVICE_UNAVAILABLE' | 'INTERNAL'>({
+  type: 'string',
+  enum: [
+    'UNAUTHENTICATED',
+    'FORBIDDEN',
+    'NOT_FOUND',
+    'VALIDATION_FAILED',
+    'INVALID_CURSOR',
+    'INVALID_SIGNATURE',
+    'EXPORT_ALREADY_ACTIVE',
+    'FILE_EXPIRED',
+    'RANGE_NOT_SATISFIABLE',
+    'PRECONDITION_FAILED',
+    'IDEMPOTENCY_KEY_REUSED',
+    'RATE_LIMITED',
+    'URI_TOO_LONG',
+    'HEADERS_TOO_LARGE',
+    'UNSUPPORTED_MEDIA_TYPE',
+    'PAYLOAD_TOO_LARGE',
+    'OBJECT_TOO_LARGE',
+    'SERVICE_UNAVAILABLE',
+    'INTERNAL',
+  ],
+  description: 'A stable machine-readable error code.',
+})
 export type ErrorCode = Static<typeof ErrorCode>
 
 export const ExportInput = Type.Object({
-  cursor: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 2048 }), Type.Null()], {
+  cursor: Type.Optional(Type.Unsafe<string | null>({
+    type: ['string', 'null'],
+    minLength: 1,
+    maxLength: 2048,
     description: 'The `nextCursor` of a completed export of the same firm and object type; absent or null to start from the beginning.',
   })),
 }, { additionalProperties: false })
 export type ExportInput = Static<typeof ExportInput>
 
 export const Recreate = Type.Object({
-  method: Type.Union([Type.Literal('POST')]),
+  method: Type.Unsafe<'POST'>({ type: 'string', enum: ['POST'] }),
   url: Type.String({ description: 'The export start URL of the job\'s firm and object type.', format: 'uri' }),
   body: ExportInput,
 }, { description: 'How to export the same page again, its file being gone: send this request with your token.' })
@@ -91,17 +98,19 @@ export type Timestamp = Static<typeof Timestamp>
 
 export const ExportResult = Type.Object({
   total: Type.Integer({ description: 'The number of objects in this file.', minimum: 0 }),
-  fileUrl: Type.Union([Type.String({ format: 'uri' }), Type.Null()], {
+  fileUrl: Type.Unsafe<string | null>({
+    type: ['string', 'null'],
+    format: 'uri',
     description: 'Absolute, signed, expiring download URL; a fresh one on every status read (valid\nfor an hour, or until the file expires). Needs no Authorization header. `null`\nonce the file has expired or was deleted (`fileExpired`).\n',
   }),
   fileExpired: Type.Boolean({
     description: 'True once the file is gone (past `expiresAt`, or deleted early); `recreate` then says how to export the page again.',
   }),
   recreate: Type.Optional(Recreate),
-  nextCursor: Type.Union([
-    Type.String(),
-    Type.Null(),
-  ], { description: 'The cursor of the next page, or null when nothing follows this file.' }),
+  nextCursor: Type.Unsafe<string | null>({
+    type: ['string', 'null'],
+    description: 'The cursor of the next page, or null when nothing follows this file.',
+  }),
   remaining: Type.Optional(Type.Integer({
     description: 'About how many objects of the collection follow this page, for progress and\nplanning: the collection\'s size when the job completed, less the objects\nexported from the start of the chain up to here; exact while the collection does\nnot change during the chain. 0 exactly on the last page, at least 1 on the\nothers; but stop on `nextCursor: null`, never on this. Absent when the chain\nbegan with a cursor from an older server version.\n',
     minimum: 0,
@@ -133,7 +142,7 @@ export const FirmInput = Type.Object({
 }, { additionalProperties: false })
 export type FirmInput = Static<typeof FirmInput>
 
-export const Health = Type.Object({ status: Type.Union([Type.Literal('ok'), Type.Literal('ready')]) })
+export const Health = Type.Object({ status: Type.Unsafe<'ok' | 'ready'>({ type: 'string', enum: ['ok', 'ready'] }) })
 export type Health = Static<typeof Health>
 
 export const ImportResult = Type.Object({
@@ -144,12 +153,9 @@ export const ImportResult = Type.Object({
 })
 export type ImportResult = Static<typeof ImportResult>
 
-export const JobErrorCode = Type.Union([
-  Type.Literal('CANCELLED'),
-  Type.Literal('EXPORT_WRITE_FAILED'),
-  Type.Literal('EXPORT_READ_FAILED'),
-  Type.Literal('EXPORT_FAILED'),
-], {
+export const JobErrorCode = Type.Unsafe<'CANCELLED' | 'EXPORT_WRITE_FAILED' | 'EXPORT_READ_FAILED' | 'EXPORT_FAILED'>({
+  type: 'string',
+  enum: ['CANCELLED', 'EXPORT_WRITE_FAILED', 'EXPORT_READ_FAILED', 'EXPORT_FAILED'],
   description: 'Why a job failed, and whether starting the same page again can succeed\n(`error.retryable`):\n- `CANCELLED` (retryable): its owner cancelled it.\n- `EXPORT_WRITE_FAILED` (retryable): the server could not write the file (disk full,\n  permissions); start it again once the operator has fixed the storage.\n- `EXPORT_READ_FAILED` (retryable): the database could not be read; start it again.\n- `EXPORT_FAILED` (not retryable as it is): the job failed on every attempt (worker\n  crashes, or the server was killed while it ran, three times); the server log has\n  the details, so ask its operator before starting it again.\n',
 })
 export type JobErrorCode = Static<typeof JobErrorCode>
@@ -163,12 +169,9 @@ export const JobError = Type.Object({
 })
 export type JobError = Static<typeof JobError>
 
-export const JobStatus = Type.Union([
-  Type.Literal('Pending'),
-  Type.Literal('InProgress'),
-  Type.Literal('Completed'),
-  Type.Literal('Failed'),
-], {
+export const JobStatus = Type.Unsafe<'Pending' | 'InProgress' | 'Completed' | 'Failed'>({
+  type: 'string',
+  enum: ['Pending', 'InProgress', 'Completed', 'Failed'],
   description: 'Pending (queued), InProgress (a worker is writing the file), Completed or Failed. Only these four.',
 })
 export type JobStatus = Static<typeof JobStatus>
@@ -240,7 +243,8 @@ export const RequestStatus = Type.Object({
   status: JobStatus,
   firmId: FirmId,
   objectType: ObjectType,
-  cursor: Type.Union([Type.String(), Type.Null()], {
+  cursor: Type.Unsafe<string | null>({
+    type: ['string', 'null'],
     description: 'The cursor this job started from (the page it exports), or null for the first page. Post it again to export the same page again.',
   }),
   createdAt: Timestamp,
@@ -255,7 +259,10 @@ export const RequestList = Type.Object({
   requests: Type.Array(RequestStatus, {
     description: 'The caller\'s requests, newest first; each as the single status read shows it.',
   }),
-  nextCursor: Type.Union([Type.String(), Type.Null()], { description: 'Pass as `cursor` to read the next page of the list; null when this is the last.' }),
+  nextCursor: Type.Unsafe<string | null>({
+    type: ['string', 'null'],
+    description: 'Pass as `cursor` to read the next page of the list; null when this is the last.',
+  }),
 })
 export type RequestList = Static<typeof RequestList>
 

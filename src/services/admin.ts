@@ -48,8 +48,8 @@ const PRINCIPAL_CACHE_MAX = 10_000
 
 /** Firms, users and their tokens (the admin API), and who a bearer token stands for. */
 export function createAdminService (store: Store, now = Date.now) {
-  /** Principals of recently seen tokens, by token hash: a status poll costs no token lookup. */
-  const principals = new Map<string, { hash: string, principal: Principal, until: number }>()
+  // By bearer token (never written anywhere): the principal it stood for, and until when that holds.
+  const principals = new Map<string, { token: Buffer, principal: Principal, until: number }>()
 
   async function newToken (admin: AdminStore, userId: string): Promise<CreatedToken> {
     // 256 random bits; the token is returned once and only its hash is stored.
@@ -122,16 +122,17 @@ export function createAdminService (store: Store, now = Date.now) {
     /** The principal a bearer token stands for, or undefined when unknown or revoked. */
     authenticate: async (token: string): Promise<Principal | undefined> => {
       if (!token.startsWith(TOKEN_PREFIX) || token.length > 200) return undefined
-      const hash = hashToken(token)
       const at = performance.now()
-      const cached = principals.get(hash)
-      // Compared in constant time like a database hit, so both paths look alike.
-      if (cached && cached.until > at && timingSafeEqual(Buffer.from(cached.hash), Buffer.from(hash))) return cached.principal
+      // Keyed by the token itself, in this process's memory only: a hit costs no hash, and
+      // is confirmed in constant time like a database hit, so both paths look alike.
+      const cached = principals.get(token)
+      if (cached && cached.until > at && timingSafeEqual(cached.token, Buffer.from(token))) return cached.principal
+      const hash = hashToken(token)
       const row = await store.admin.findLiveTokenByHash(hash)
       if (!row || !timingSafeEqual(Buffer.from(row.hash), Buffer.from(hash))) return undefined
       const principal = { userId: row.userId, tokenId: row.id, firms: new Set(await store.admin.selectUserFirmIds(row.userId)) }
       if (principals.size >= PRINCIPAL_CACHE_MAX) principals.clear()
-      principals.set(hash, { hash: row.hash, principal, until: at + PRINCIPAL_TTL_MS })
+      principals.set(token, { token: Buffer.from(token), principal, until: at + PRINCIPAL_TTL_MS })
       return principal
     },
   }

@@ -31,8 +31,18 @@ export interface ViewContext {
   workers: number
 }
 
+/** Timestamps formatted lately: a polled job shows the same four on every read. */
+const recentIso = new Map<number, string>()
+const RECENT_ISO_MAX = 10_000
+
 function iso (ms: number): string {
-  return new Date(ms).toISOString()
+  let text = recentIso.get(ms)
+  if (text === undefined) {
+    text = new Date(ms).toISOString()
+    if (recentIso.size >= RECENT_ISO_MAX) recentIso.clear()
+    recentIso.set(ms, text)
+  }
+  return text
 }
 
 /** The signed download URL of a completed job's file, valid for an hour at most. */

@@ -95,6 +95,9 @@ function unseal (key: Buffer, value: unknown, versions: string[]): { version: st
   return { version: parts[0], fields: Buffer.from(parts[1], 'base64url').toString('utf8').split('\0') }
 }
 
+/** How many download-link signatures a signer remembers (then it forgets them all). */
+const RECENT_SIGNATURES_MAX = 1000
+
 /**
  * HMAC signing of cursors, list cursors and download URLs, each with its own derived key
  * so a signature made for one purpose is never valid for another.
@@ -103,6 +106,8 @@ export function createSigner (secret: string) {
   const cursorKey = mac(Buffer.from(secret), 'bulk-export cursor v1')
   const listKey = mac(Buffer.from(secret), 'bulk-export request list cursor v1')
   const urlKey = mac(Buffer.from(secret), 'bulk-export download url v1')
+  /** Download-link signatures made lately, by `requestId.expires`. */
+  const recentSignatures = new Map<string, string>()
 
   function invalidCursor (why: string): AppError {
     return new AppError('INVALID_CURSOR', `the cursor is not valid for this export (${why}); use a nextCursor returned by this server for the same firm and object type, or none to start over`)
@@ -145,9 +150,19 @@ export function createSigner (secret: string) {
       return { createdAt: Number(createdAt), id }
     },
 
-    /** Signature of a download link: HMAC over request id and expiry (unix seconds). */
+    /**
+     * Signature of a download link: HMAC over request id and expiry (unix seconds). The
+     * expiry moves once a second, so a job polled many times a second is signed once.
+     */
     signDownload (requestId: string, expires: number): string {
-      return mac(urlKey, `${requestId}.${expires}`).toString('base64url')
+      const data = `${requestId}.${expires}`
+      let signature = recentSignatures.get(data)
+      if (signature === undefined) {
+        signature = mac(urlKey, data).toString('base64url')
+        if (recentSignatures.size >= RECENT_SIGNATURES_MAX) recentSignatures.clear()
+        recentSignatures.set(data, signature)
+      }
+      return signature
     },
 
     /** Whether a download link's signature is genuine (constant time). */

@@ -1,11 +1,23 @@
 import { openSqliteExportReader } from './sqlite/export-reader.js'
 import type { ReaderSource } from './store.js'
 
+/** Up to `limit` consecutive rows of a page, already as NDJSON bytes. */
+interface PageBatch {
+  /** How many rows (lines) `bytes` holds; 0 when none follow `after`. */
+  count: number
+  /** The id of the last row in `bytes` (null when count is 0). */
+  lastId: string | null
+  /** The rows' JSON, one per line, each line ending in a newline, in key order. */
+  bytes: Buffer
+}
+
 /** A worker's read-only view of one collection's pages, in key order. */
 export interface ExportReader {
-  /** Rows (id, JSON bytes) after `after`, at most `limit` of them. */
-  iteratePage: (firmId: string, type: string, after: string, limit: number) => IterableIterator<[string, Buffer]>
-  /** How many rows the same page holds. */
+  /** Runs `fn` in one read transaction: every read inside sees the same committed state. */
+  snapshot: <T>(fn: () => T) => T
+  /** The rows after `after`, at most `limit` of them, joined into NDJSON by the database. */
+  readBatch: (firmId: string, type: string, after: string, limit: number) => PageBatch
+  /** How many rows the same page holds (at most `limit`), from the index alone. */
   countPage: (firmId: string, type: string, after: string, limit: number) => number
 }
 

@@ -5,6 +5,7 @@ import type { JobErrorCode } from '../contract/generated.js'
 import { openExportReader, type ExportReader } from '../store/export-reader.js'
 import type { ReaderSource } from '../store/store.js'
 import { NdjsonWriter } from './ndjson-writer.js'
+import { lowerThreadPriority } from './priority.js'
 
 /** One export page to write: plain data only (crosses the thread boundary). */
 export interface ExportTask {
@@ -27,6 +28,9 @@ export type ExportOutcome =
   | { ok: true, total: number, bytes: number, sha256: string, lastId: string | null, hasMore: boolean }
   | { ok: false, code: Extract<JobErrorCode, 'EXPORT_WRITE_FAILED' | 'EXPORT_READ_FAILED'>, message: string }
 
+// This thread yields the CPU to the event loop when the cores are busy.
+lowerThreadPriority()
+
 // One read-only connection per worker thread and database, reused across tasks.
 const readers = new Map<string, ExportReader>()
 function readerFor (source: ReaderSource): ExportReader {
@@ -39,38 +43,46 @@ function readerFor (source: ReaderSource): ExportReader {
   return reader
 }
 
+/** Rows per database read: ~1 MB of NDJSON at 500 B an object. */
+const BATCH_ROWS = 2000
+
 /**
  * Writes one page of a collection as NDJSON to a temporary file, fsyncs it and renames
- * it into place, so a file at finalPath is always whole. Reads limit + 1 rows to know
+ * it into place, so a file at finalPath is always whole. Counts limit + 1 rows to know
  * whether more follow. Never throws: errors come back as a plain outcome.
  */
 export default function exportTask (task: ExportTask): ExportOutcome {
-  let fd: number | undefined
-  let stage: 'read' | 'write' = 'read'
+  // Both are set inside the snapshot's callback: declared wide so the checks below see it.
+  let fd = undefined as number | undefined
+  let stage = 'read' as 'read' | 'write'
   try {
     const reader = readerFor(task.source)
-    task.port.postMessage({ expected: reader.countPage(task.firmId, task.objectType, task.after, task.limit) })
-    stage = 'write'
-    fd = openSync(task.tmpPath, 'wx', 0o640)
-    const writer = new NdjsonWriter(fd)
-    let lastId: string | null = null
-    let hasMore = false
-    stage = 'read'
-    for (const [id, doc] of reader.iteratePage(task.firmId, task.objectType, task.after, task.limit + 1)) {
-      if (writer.lines === task.limit) {
-        hasMore = true
-        break
+    // One read transaction for the whole page: its count and its rows come from one
+    // committed state, so an import that commits meanwhile is in the page wholly or not at all.
+    const { writer, lastId, hasMore, out } = reader.snapshot(() => {
+      const found = reader.countPage(task.firmId, task.objectType, task.after, task.limit + 1)
+      const expected = Math.min(found, task.limit)
+      task.port.postMessage({ expected })
+      stage = 'write'
+      const out = fd = openSync(task.tmpPath, 'wx', 0o640)
+      const writer = new NdjsonWriter(out)
+      let lastId: string | null = null
+      while (writer.lines < expected) {
+        stage = 'read'
+        const batch = reader.readBatch(task.firmId, task.objectType, lastId ?? task.after, Math.min(BATCH_ROWS, expected - writer.lines))
+        if (batch.count === 0) break
+        stage = 'write'
+        const before = writer.lines
+        writer.writeLines(batch.bytes, batch.count)
+        lastId = batch.lastId
+        if (Math.floor(writer.lines / task.progressEvery) > Math.floor(before / task.progressEvery)) task.port.postMessage({ processed: writer.lines })
       }
       stage = 'write'
-      writer.writeLine(doc)
-      stage = 'read'
-      lastId = id
-      if (writer.lines % task.progressEvery === 0) task.port.postMessage({ processed: writer.lines })
-    }
-    stage = 'write'
+      return { writer, lastId, hasMore: found > task.limit, out }
+    })
     const sha256 = writer.finish()
-    fsyncSync(fd)
-    closeSync(fd)
+    fsyncSync(out)
+    closeSync(out)
     fd = undefined
     renameSync(task.tmpPath, task.finalPath)
     // Make the rename itself durable before the job is recorded Completed.

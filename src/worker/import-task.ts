@@ -5,7 +5,11 @@ import { parseObjectLine, readLines } from '../services/ndjson.js'
 import { openImportWriter, type ImportWriter } from '../store/import-writer.js'
 import type { ReaderSource } from '../store/store.js'
 import { driverError } from '../store/sqlite/connection.js'
+import { lowerThreadPriority } from './priority.js'
 import { readStage, StageWriter } from './stage-file.js'
+
+// This thread yields the CPU to the event loop when the cores are busy.
+lowerThreadPriority()
 
 /**
  * The two tasks of an import, in a worker thread so that parsing a large body and merging

@@ -34,6 +34,13 @@ export class NdjsonWriter {
     this.lines++
   }
 
+  /** Appends `lines` whole lines at once (each already ending in a newline). */
+  writeLines (bytes: Uint8Array, lines: number): void {
+    this.flush()
+    this.writeOut(bytes)
+    this.lines += lines
+  }
+
   /** Writes out what is buffered. */
   flush (): void {
     if (this.used === 0) return

@@ -6,7 +6,11 @@ import { join } from 'node:path'
 import { buildApp } from '../../src/app.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import { exportsDir } from '../../src/files/local-storage.js'
+import { checkTransactionNesting } from '../../src/store/sqlite/connection.js'
 import type { SqliteStore } from '../../src/store/sqlite/sqlite-store.js'
+
+// Every in-process test app refuses store calls that bypass a transaction's `tx` (off in production).
+checkTransactionNesting()
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789'
 

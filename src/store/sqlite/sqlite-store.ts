@@ -22,7 +22,7 @@ export function openSqliteStore (dataDir: string): SqliteStore {
   const queries = {
     admin: prepareAdminQueries(db),
     objects: prepareObjectsQueries(db, sqlite),
-    exports: prepareExportsQueries(db),
+    exports: prepareExportsQueries(db, sqlite),
     scheduler: prepareSchedulerQueries(db),
   }
   const repositories = (run: Run, runNoWait: Run): Repositories => ({
