@@ -122,7 +122,13 @@ t.test('a page of several database batches: exact bytes in key order, its hash, 
   t.equal(first.body.toString('utf8'), expectBody(ids.slice(0, 4500)), 'the first 4,500 objects, byte for byte, in key order')
   t.match(first.outcome, { ok: true, total: 4500, bytes: first.body.length, lastId: ids[4499], hasMore: true, sha256: createHash('sha256').update(first.body).digest('hex') })
   await first.delivered
-  t.same(first.messages, [{ expected: 4500 }, { processed: 2000 }, { processed: 4000 }, { processed: 4500 }], 'progress once per 1,000 crossed, and at the end')
+  const [announced, ...progress] = first.messages as Array<{ expected?: number, processed?: number }>
+  t.same(announced, { expected: 4500 }, 'the page size is announced first')
+  const processed = progress.map((m) => m.processed as number)
+  t.equal(processed.at(-1), 4500, 'progress ends at the page size')
+  t.ok(processed.every((n, i) => i === 0 || n > processed[i - 1]), `progress only grows (${processed.join(', ')})`)
+  t.ok(processed.slice(0, -1).every((n, i) => i === 0 || Math.floor(n / 1000) > Math.floor(processed[i - 1] / 1000)), 'at most one report per 1,000 rows (progressEvery)')
+  t.ok(processed.every((n, i) => n - (i === 0 ? 0 : processed[i - 1]) <= 3000), 'a report at least every 3,000 rows (progressEvery plus a batch of 2,000)')
 
   const rest = pageOf(ids[4499], 4500, 'rest')
   t.equal(rest.body.toString('utf8'), expectBody(ids.slice(4500)), 'the next page starts after the cursor and holds the rest')
@@ -134,4 +140,37 @@ t.test('a page of several database batches: exact bytes in key order, its hash, 
   const none = pageOf(ids.at(-1) as string, 10, 'none')
   t.match(none.outcome, { ok: true, total: 0, bytes: 0, lastId: null, hasMore: false }, 'after the last object: an empty page')
   t.equal(none.body.length, 0)
+})
+
+t.test('a page of many tiny objects and then large ones (batches sized by the largest seen) is whole, byte for byte', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bes-task-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const store = openSqliteStore(join(dir, 'data'))
+  // 3,000 ids in key order; from the 2,950th on each object is ~700 KB (a batch of
+  // 2,000 of those would be over 1 GB, past what SQLite holds in one value).
+  const ids = Array.from({ length: 3000 }, (_, i) => `k-${String(i).padStart(4, '0')}`)
+  const docOf = (id: string, i: number): string => JSON.stringify({ id, big: i >= 2950 ? 'x'.repeat(700_000 + i) : `small ${i}` })
+  await store.objects.upsertObjects('acme', 'mixed', ids.map((id, i) => ({ id, doc: Buffer.from(docOf(id, i)) })), Date.now())
+  await store.close()
+
+  const { default: exportTask } = await import('../src/worker/export-task.js')
+  const files = join(dir, 'files')
+  fs.mkdirSync(files)
+  const { port1, port2 } = new MessageChannel()
+  port1.unref()
+  const outcome = exportTask({
+    source: { dialect: 'sqlite', path: join(dir, 'data', 'bulk-export.sqlite') },
+    firmId: 'acme',
+    objectType: 'mixed',
+    after: '',
+    limit: 5000,
+    tmpPath: join(files, '.mixed.tmp'),
+    finalPath: join(files, 'mixed.ndjson'),
+    port: port2,
+    progressEvery: 1000,
+  })
+  const body = fs.readFileSync(join(files, 'mixed.ndjson'))
+  const expected = Buffer.from(ids.map((id, i) => docOf(id, i) + '\n').join(''))
+  t.match(outcome, { ok: true, total: 3000, bytes: expected.length, lastId: 'k-2999', hasMore: false })
+  t.ok(body.equals(expected), `the file is every object in key order (${body.length} of ${expected.length} bytes)`)
 })

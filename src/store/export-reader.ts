@@ -7,6 +7,8 @@ interface PageBatch {
   count: number
   /** The id of the last row in `bytes` (null when count is 0). */
   lastId: string | null
+  /** The size of the largest document in `bytes`. */
+  maxDocBytes: number
   /** The rows' JSON, one per line, each line ending in a newline, in key order. */
   bytes: Buffer
 }

@@ -43,8 +43,17 @@ function readerFor (source: ReaderSource): ExportReader {
   return reader
 }
 
-/** Rows per database read: ~1 MB of NDJSON at 500 B an object. */
-const BATCH_ROWS = 2000
+/**
+ * Rows per database read: as many as fit BATCH_BYTES at the largest object seen so far in
+ * the page, from 16 up to 2,000 (~1 MB at 500 B an object). A batch is one value inside
+ * SQLite, which refuses values over 1 GB (SQLITE_TOOBIG): then the batch is read again in
+ * halves, so a run of large objects after many small ones costs time, never the page.
+ */
+const BATCH_BYTES = 4 * 1024 * 1024
+const FIRST_BATCH_ROWS = 16
+const MAX_BATCH_ROWS = 2000
+
+const isTooBig = (err: unknown): boolean => (err as { code?: unknown }).code === 'SQLITE_TOOBIG'
 
 /**
  * Writes one page of a collection as NDJSON to a temporary file, fsyncs it and renames
@@ -67,10 +76,21 @@ export default function exportTask (task: ExportTask): ExportOutcome {
       const out = fd = openSync(task.tmpPath, 'wx', 0o640)
       const writer = new NdjsonWriter(out)
       let lastId: string | null = null
+      let rows = FIRST_BATCH_ROWS
+      let largest = 1
       while (writer.lines < expected) {
         stage = 'read'
-        const batch = reader.readBatch(task.firmId, task.objectType, lastId ?? task.after, Math.min(BATCH_ROWS, expected - writer.lines))
+        let batch
+        try {
+          batch = reader.readBatch(task.firmId, task.objectType, lastId ?? task.after, Math.min(rows, expected - writer.lines))
+        } catch (err) {
+          if (!isTooBig(err) || rows === 1) throw err
+          rows = Math.ceil(rows / 2)
+          continue
+        }
         if (batch.count === 0) break
+        largest = Math.max(largest, batch.maxDocBytes)
+        rows = Math.max(1, Math.min(MAX_BATCH_ROWS, Math.floor(BATCH_BYTES / largest)))
         stage = 'write'
         const before = writer.lines
         writer.writeLines(batch.bytes, batch.count)

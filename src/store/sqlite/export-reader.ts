@@ -23,7 +23,9 @@ export function openSqliteExportReader (dbPath: string): ExportReader {
   const after = and(eq(objects.firmId, p('firmId')), eq(objects.type, p('type')), gt(objects.id, p('after')))
   const page = db.select({ id: objects.id, doc: objects.doc }).from(objects).where(after).orderBy(objects.id).limit(p('limit')).as('page')
   const joined = sql<Buffer | null>`CAST(group_concat(${page.doc}, char(10) ORDER BY ${page.id}) || char(10) AS BLOB)`
-  const batch = compile<PageArgs, [number, string | null, Buffer | null]>(sqlite, db.select({ n: count(), last: max(page.id), bytes: joined }).from(page), ORDER).raw(true)
+  const largest = sql<number | null>`max(length(${page.doc}))`
+  const batch = compile<PageArgs, [number, string | null, number | null, Buffer | null]>(sqlite,
+    db.select({ n: count(), last: max(page.id), largest, bytes: joined }).from(page), ORDER).raw(true)
   // An index-only count of the same page.
   const idsOnly = db.select({ id: objects.id }).from(objects).where(after).orderBy(objects.id).limit(p('limit')).as('ids')
   const counted = compile<PageArgs, number>(sqlite, db.select({ n: count() }).from(idsOnly), ORDER).pluck(true)
@@ -31,8 +33,8 @@ export function openSqliteExportReader (dbPath: string): ExportReader {
   return {
     snapshot: (fn) => sqlite.transaction(fn)(),
     readBatch: (...args) => {
-      const [n, lastId, bytes] = batch.get(...args) ?? [0, null, null]
-      return { count: n, lastId, bytes: bytes ?? empty }
+      const [n, lastId, largest, bytes] = batch.get(...args) ?? [0, null, null, null]
+      return { count: n, lastId, maxDocBytes: largest ?? 0, bytes: bytes ?? empty }
     },
     countPage: (...args) => counted.get(...args) ?? 0,
   }
