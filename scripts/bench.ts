@@ -15,17 +15,20 @@
  *     and 1,000,000 of ~350 B;
  *  5. the project's pipelined client pulling each of them end to end (start, long-poll,
  *     download, verify, next), per page, vs the sum of bare page writes;
- *  6. status p99 under autocannon while two users' exports run;
+ *  6. status p99 under autocannon (in a process of its own) while two users' exports run;
  *  7. download MB/s of one page, identity and gzip, and what gzip level 1 costs;
  *  8. the server's peak RSS (all threads) over all of it.
  * Targets (issue 10) are checked at the end; a missed one sets exit code 1.
  */
 import autocannon from 'autocannon'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
 import { createReadStream, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { cpus, tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { performance } from 'node:perf_hooks'
 import { pipeline } from 'node:stream/promises'
 import { Writable } from 'node:stream'
@@ -131,6 +134,24 @@ async function load (path: string, token: string | null, connections = 10, durat
     duration,
     headers: token ? { authorization: `Bearer ${token}` } : {},
   })
+  const bad = result.non2xx + result.errors + result.timeouts
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, max: result.latency.max, bad, total: result.requests.total }
+}
+
+/**
+ * The same load from autocannon in a process of its own (its CLI, JSON out): for latency
+ * while this process is busy pulling, whose event loop would otherwise add to what it measures.
+ */
+async function loadApart (path: string, token: string, connections: number, duration: number) {
+  const bin = join(dirname(fileURLToPath(import.meta.resolve('autocannon/package.json'))), 'autocannon.js')
+  const child = spawn(process.execPath, [bin, '--json', '-c', String(connections), '-d', String(duration),
+    '-H', `authorization=Bearer ${token}`, new URL(path, base).href], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.setEncoding('utf8')
+  child.stdout.on('data', (d: string) => { out += d })
+  const [code] = await once(child, 'exit') as [number | null]
+  if (code !== 0) throw new Error(`autocannon exited with ${code}`)
+  const result = JSON.parse(out) as autocannon.Result
   const bad = result.non2xx + result.errors + result.timeouts
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, max: result.latency.max, bad, total: result.requests.total }
 }
@@ -284,9 +305,10 @@ try {
 
   // 6. Status under load while two users export.
   section('two exports', 'status p99 while two exports run …')
-  const loading = load(statusPath, userP.token, 10, Math.max(seconds, Math.ceil(pc.ms / 1000)))
+  const loading = loadApart(statusPath, userP.token, 10, Math.max(seconds, Math.ceil(pc.ms / 1000)))
   const [two] = await Promise.all([loading, pull(clientA, 'compact'), pull(clientB, 'compact')])
-  rows.push(['status while two exports run (autocannon, 10 connections): p50 / p99 / max', `${ms(two.p50)} / **${ms(two.p99)}** / ${ms(two.max)} ms`, '', `${fmt(two.rps)} req/s`, 'p99 ≤ 10 ms'])
+  checks.push(['every status read during the exports answered 2xx', two.bad === 0, String(two.bad)])
+  rows.push(['status while two exports run (autocannon in its own process, 10 connections): p50 / p99 / max', `${ms(two.p50)} / **${ms(two.p99)}** / ${ms(two.max)} ms`, '', `${fmt(two.rps)} req/s`, 'p99 ≤ 10 ms'])
   checks.push(['status p99 ≤ 10 ms while two exports run', two.p99 <= 10, `${ms(two.p99)} ms`])
 
   // 7. Downloads.
