@@ -6,6 +6,7 @@ import { openExportReader, type ExportReader } from '../store/export-reader.js'
 import type { ReaderSource } from '../store/store.js'
 import { NdjsonWriter } from './ndjson-writer.js'
 import { lowerThreadPriority } from './priority.js'
+import { youngCollector } from './young-gc.js'
 
 /** One export page to write: plain data only (crosses the thread boundary). */
 export interface ExportTask {
@@ -30,6 +31,9 @@ export type ExportOutcome =
 
 // This thread yields the CPU to the event loop when the cores are busy.
 lowerThreadPriority()
+
+// Frees the batches this thread has written (see youngCollector).
+const released = youngCollector()
 
 // One read-only connection per worker thread and database, reused across tasks.
 const readers = new Map<string, ExportReader>()
@@ -78,7 +82,11 @@ export default function exportTask (task: ExportTask): ExportOutcome {
       let lastId: string | null = null
       let rows = FIRST_BATCH_ROWS
       let largest = 1
+      let written = 0
       while (writer.lines < expected) {
+        // The batches written so far are unreachable here: free what they hold.
+        released(written)
+        written = 0
         stage = 'read'
         let batch
         try {
@@ -95,6 +103,7 @@ export default function exportTask (task: ExportTask): ExportOutcome {
         const before = writer.lines
         writer.writeLines(batch.bytes, batch.count)
         lastId = batch.lastId
+        written = batch.bytes.length
         if (Math.floor(writer.lines / task.progressEvery) > Math.floor(before / task.progressEvery)) task.port.postMessage({ processed: writer.lines })
       }
       stage = 'write'

@@ -22,7 +22,12 @@ export function openSqliteExportReader (dbPath: string): ExportReader {
   const db = drizzle(sqlite)
   const after = and(eq(objects.firmId, p('firmId')), eq(objects.type, p('type')), gt(objects.id, p('after')))
   const page = db.select({ id: objects.id, doc: objects.doc }).from(objects).where(after).orderBy(objects.id).limit(p('limit')).as('page')
-  const joined = sql<Buffer | null>`CAST(group_concat(${page.doc}, char(10) ORDER BY ${page.id}) || char(10) AS BLOB)`
+  // No ORDER BY inside group_concat: the subquery's rows come from walking the key index in
+  // order and SQLite aggregates them as they come (a LIMIT subquery is never flattened into
+  // an aggregate). An ORDER BY there copied every document through a sorter: a page took
+  // 1.4–1.8× as long (measured). test/export-task.test.ts checks the bytes of multi-batch
+  // pages of objects inserted in random order.
+  const joined = sql<Buffer | null>`CAST(group_concat(${page.doc}, char(10)) || char(10) AS BLOB)`
   const largest = sql<number | null>`max(length(${page.doc}))`
   const batch = compile<PageArgs, [number, string | null, number | null, Buffer | null]>(sqlite,
     db.select({ n: count(), last: max(page.id), largest, bytes: joined }).from(page), ORDER).raw(true)

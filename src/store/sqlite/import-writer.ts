@@ -8,6 +8,13 @@ import { compile, configureConnection } from './connection.js'
 const p = sql.placeholder
 
 /**
+ * The merge connection's page cache. A merge writes every page once, so a larger cache
+ * only holds pages it will not read again: 16 MiB cost the server ~20 MiB of RSS for the
+ * life of the worker with no faster merge (measured on 100,000 × 600 B).
+ */
+const MERGE_CACHE_KIB = 4 * 1024
+
+/**
  * The import worker's own connection to the database file: a second writer beside the
  * server's, used only for merges. It waits for the server's short transactions
  * (busy_timeout, in the worker thread); the server's writes wait for the merge without
@@ -15,7 +22,7 @@ const p = sql.placeholder
  */
 export function openSqliteImportWriter (dbPath: string): ImportWriter {
   const sqlite = new Database(dbPath, { fileMustExist: true })
-  configureConnection(sqlite)
+  configureConnection(sqlite, MERGE_CACHE_KIB)
   const db = drizzle(sqlite)
   const upsert = compile<[string, string, string, Buffer, number, number]>(sqlite,
     db.insert(objects).values({ firmId: p('firmId'), type: p('type'), id: p('id'), doc: p('doc'), createdAt: p('now'), updatedAt: p('now2') })
