@@ -14,6 +14,13 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../..')
+
+/**
+ * Node's flags for the server, as `npm start` passes them (package.json): a main-thread
+ * young generation of 2 × 4 MiB instead of 2 × 16. Measured on this machine: the server's
+ * peak RSS ~45 MiB lower under status load and exports, status reads/s unchanged.
+ */
+export const SERVER_NODE_FLAGS = ['--max-semi-space-size=4']
 /** Every variable src/config.ts reads: none may leak in from the caller's environment. */
 const CONFIG_VARS = ['PORT', 'HOST', 'DATA_DIR', 'ADMIN_TOKEN', 'EXPORT_JOB_SIZE', 'EXPORT_WORKERS', 'PUBLIC_URL',
   'FILE_TTL_SECONDS', 'LOG_LEVEL', 'IMPORT_MAX_BYTES', 'OBJECT_MAX_BYTES', 'SIGNING_SECRET', 'SHUTDOWN_GRACE_SECONDS',
@@ -80,7 +87,7 @@ export function startServerProcess (opts: { config: Record<string, string>, dist
   for (const v of CONFIG_VARS) delete env[v]
   Object.assign(env, opts.config)
   const useDist = opts.dist && existsSync(join(ROOT, 'dist/server.js'))
-  const args = useDist ? ['dist/server.js'] : ['--import', 'tsx', 'src/server.ts']
+  const args = [...SERVER_NODE_FLAGS, ...(useDist ? ['dist/server.js'] : ['--import', 'tsx', 'src/server.ts'])]
   const child: ChildProcess = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
 
   const log: ServerLog = { warn: 0, error: 0, other: 0, samples: [] }
