@@ -13,7 +13,7 @@ import type { ObjectsStore } from '../src/store/objects-store.js'
 import { openSqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { EXPORT_ALL } from './lib/demo-commands.js'
 import { makeGroup, makeUser, objectBatches, prng } from './lib/demo-data.js'
-import { SERVER_NODE_FLAGS, waitReady } from './lib/server-process.js'
+import { SERVER_ENV, SERVER_NODE_FLAGS, waitReady } from './lib/server-process.js'
 
 const FIRM = 'demo'
 const USERS = 250_000
@@ -59,7 +59,7 @@ await store.close()
 const firstGroupId = makeGroup(prng(2), 0).id as string
 const base = config.publicUrl ?? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`
 const server = spawn(process.execPath, [...SERVER_NODE_FLAGS, 'dist/server.js'], {
-  env: { ...process.env, ADMIN_TOKEN: adminToken, DATA_DIR: config.dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
+  env: { ...process.env, ...SERVER_ENV, ADMIN_TOKEN: adminToken, DATA_DIR: config.dataDir, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
   stdio: 'inherit',
 })
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => server.kill(signal))

@@ -21,6 +21,13 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../..')
  * peak RSS ~45 MiB lower under status load and exports, status reads/s unchanged.
  */
 export const SERVER_NODE_FLAGS = ['--max-semi-space-size=4']
+
+/**
+ * The environment `npm start` adds: glibc's malloc in at most two arenas instead of one
+ * per thread that allocates (8 per core). Measured over an import and a pull of 1,000,000
+ * objects: peak RSS ~20 MiB lower, the pull as fast.
+ */
+export const SERVER_ENV = { MALLOC_ARENA_MAX: '2' }
 /** Every variable src/config.ts reads: none may leak in from the caller's environment. */
 const CONFIG_VARS = ['PORT', 'HOST', 'DATA_DIR', 'ADMIN_TOKEN', 'EXPORT_JOB_SIZE', 'EXPORT_WORKERS', 'PUBLIC_URL',
   'FILE_TTL_SECONDS', 'LOG_LEVEL', 'IMPORT_MAX_BYTES', 'OBJECT_MAX_BYTES', 'SIGNING_SECRET', 'SHUTDOWN_GRACE_SECONDS',
@@ -85,7 +92,7 @@ export interface ServerProcess {
 export function startServerProcess (opts: { config: Record<string, string>, dist: boolean, maxLogSamples: number, onUnexpectedExit: (exit: ServerExit) => void }): ServerProcess {
   const env: NodeJS.ProcessEnv = { ...process.env }
   for (const v of CONFIG_VARS) delete env[v]
-  Object.assign(env, opts.config)
+  Object.assign(env, SERVER_ENV, opts.config)
   const useDist = opts.dist && existsSync(join(ROOT, 'dist/server.js'))
   const args = [...SERVER_NODE_FLAGS, ...(useDist ? ['dist/server.js'] : ['--import', 'tsx', 'src/server.ts'])]
   const child: ChildProcess = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
