@@ -8,13 +8,6 @@ import { compile, configureConnection } from './connection.js'
 const p = sql.placeholder
 
 /**
- * The merge connection's page cache. A merge writes every page once, so a larger cache
- * only holds pages it will not read again: 16 MiB cost the server ~20 MiB of RSS for the
- * life of the worker with no faster merge (measured on 100,000 × 600 B).
- */
-const MERGE_CACHE_KIB = 4 * 1024
-
-/**
  * The import worker's own connection to the database file: a second writer beside the
  * server's, used only for merges. It waits for the server's short transactions
  * (busy_timeout, in the worker thread); the server's writes wait for the merge without
@@ -22,7 +15,8 @@ const MERGE_CACHE_KIB = 4 * 1024
  */
 export function openSqliteImportWriter (dbPath: string): ImportWriter {
   const sqlite = new Database(dbPath, { fileMustExist: true })
-  configureConnection(sqlite, MERGE_CACHE_KIB)
+  // The default 16 MiB page cache: with 4 MiB, a 1,000,000-object import ran ~13 % slower (measured).
+  configureConnection(sqlite)
   const db = drizzle(sqlite)
   const upsert = compile<[string, string, string, Buffer, number, number]>(sqlite,
     db.insert(objects).values({ firmId: p('firmId'), type: p('type'), id: p('id'), doc: p('doc'), createdAt: p('now'), updatedAt: p('now2') })
