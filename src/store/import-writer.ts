@@ -10,6 +10,8 @@ export interface ImportWriter {
    * many lines it applied; throws (and applies nothing) on a database error.
    */
   merge: (stage: Iterable<[string, Buffer]>, importId: string, firmId: string, type: string, now: number) => number
+  /** Closes the connection (its page cache goes with it). */
+  close: () => void
 }
 
 /** Opens a worker's writing connection to the database a source names. */

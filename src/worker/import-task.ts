@@ -93,24 +93,23 @@ async function stage (task: StageTask): Promise<{ ok: true, lines: number } | Ta
   }
 }
 
-// One writing connection per worker thread and database, reused across merges.
-const writers = new Map<string, ImportWriter>()
-
-/** Applies a staged import in one transaction; how many lines it applied, or the fault. */
+/**
+ * Applies a staged import in one transaction; how many lines it applied, or the fault.
+ * The connection is opened for the merge and closed after it: its page cache (16 MiB
+ * when full) is not kept by an idle worker.
+ */
 function merge (task: MergeTask): { ok: true, merged: number } | TaskFault {
-  const key = JSON.stringify(task.source)
-  let writer = writers.get(key)
-  if (!writer) {
-    writer = openImportWriter(task.source)
-    writers.set(key, writer)
-  }
-  const fd = openSync(task.stagePath, 'r')
+  let writer: ImportWriter | undefined
+  let fd: number | undefined
   try {
+    writer = openImportWriter(task.source)
+    fd = openSync(task.stagePath, 'r')
     return { ok: true, merged: writer.merge(readStage(fd), task.importId, task.firmId, task.type, task.now) }
   } catch (err) {
     return fault(err)
   } finally {
-    closeSync(fd)
+    if (fd !== undefined) closeSync(fd)
+    writer?.close()
   }
 }
 

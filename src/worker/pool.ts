@@ -41,7 +41,8 @@ export function createImportPool (threads: number): { tasks: RunImportTasks, des
     filename: workerFile('import-task'),
     minThreads: 0,
     maxThreads: threads,
-    idleTimeout: 10_000,
+    // An idle import thread goes soon: its heap is the server's RSS until it does.
+    idleTimeout: 2_000,
     resourceLimits: { maxYoungGenerationSizeMb: IMPORT_YOUNG_GENERATION_MB },
   })
   return {

@@ -35,5 +35,6 @@ export function openSqliteImportWriter (dbPath: string): ImportWriter {
   return {
     // IMMEDIATE: take the write lock before the first read, so a busy database is waited for.
     merge: (stage, importId, firmId, type, now) => merge.immediate(stage, importId, firmId, type, now),
+    close: () => sqlite.close(),
   }
 }
