@@ -3,7 +3,7 @@
  *
  * The performance figures of the product, each next to a baseline measured in the same
  * run on the same machine, as one table. Self-contained: it generates its data in a
- * temporary directory, starts the real server (`node dist/server.js`, its own process, so
+ * temporary directory, starts the real server (`dist/server.js` as `npm start` runs it, its own process, so
  * its memory is its own) on a temporary DATA_DIR, and removes everything at the end.
  *
  *  1. import: 100,000 objects (~600 B, random id order) over HTTP vs a bare prepared

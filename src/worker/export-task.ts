@@ -106,6 +106,7 @@ export default function exportTask (task: ExportTask): ExportOutcome {
         written = batch.bytes.length
         if (Math.floor(writer.lines / task.progressEvery) > Math.floor(before / task.progressEvery)) task.port.postMessage({ processed: writer.lines })
       }
+      released(written)
       stage = 'write'
       return { writer, lastId, hasMore: found > task.limit, out }
     })

@@ -20,7 +20,8 @@ function exposedGc (): Gc | undefined {
  * and the dead batches of a page (tens of MB) stayed allocated until the page ended. A
  * minor collection costs well under a millisecond on a worker's small heap; measured, it
  * kept an export page from adding ~25–30 MiB to the server's RSS. Where `gc` cannot be
- * exposed, the collector does nothing.
+ * exposed, the collector does nothing. (Setting a V8 flag after start is what Node calls
+ * undefined behaviour; Node 20–24 allow it, and `--expose-gc` changes nothing else.)
  */
 export function youngCollector (everyBytes = 4 * 1024 * 1024, gc: Gc | undefined = exposedGc()): (released: number) => void {
   let pending = 0
