@@ -127,6 +127,12 @@ function barePull (type: string, expected: number): number {
 }
 
 /** autocannon against one URL for `seconds`: requests/s and latency percentiles. */
+/** What a load run tells: requests/s, latency percentiles, and the answers that were not 2xx. */
+function summary (result: autocannon.Result) {
+  const bad = result.non2xx + result.errors + result.timeouts
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, max: result.latency.max, bad, total: result.requests.total }
+}
+
 async function load (path: string, token: string | null, connections = 10, duration = seconds) {
   const result = await autocannon({
     url: new URL(path, base).href,
@@ -134,8 +140,7 @@ async function load (path: string, token: string | null, connections = 10, durat
     duration,
     headers: token ? { authorization: `Bearer ${token}` } : {},
   })
-  const bad = result.non2xx + result.errors + result.timeouts
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, max: result.latency.max, bad, total: result.requests.total }
+  return summary(result)
 }
 
 /**
@@ -151,9 +156,7 @@ async function loadApart (path: string, token: string, connections: number, dura
   child.stdout.on('data', (d: string) => { out += d })
   const [code] = await once(child, 'exit') as [number | null]
   if (code !== 0) throw new Error(`autocannon exited with ${code}`)
-  const result = JSON.parse(out) as autocannon.Result
-  const bad = result.non2xx + result.errors + result.timeouts
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, max: result.latency.max, bad, total: result.requests.total }
+  return summary(JSON.parse(out) as autocannon.Result)
 }
 
 type Row = [figure: string, ours: string, baseline: string, ratio: string, target: string]
