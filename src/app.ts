@@ -9,7 +9,6 @@ import jsonBodyPlugin from './plugins/json-body.js'
 import rateLimitPlugin from './plugins/rate-limit.js'
 import requestHooksPlugin from './plugins/request-hooks.js'
 import servicesPlugin from './plugins/services.js'
-import staticPlugin from './plugins/static.js'
 import storePlugin from './plugins/store.js'
 import swaggerPlugin from './plugins/swagger.js'
 import adminRoutes from './routes/admin.js'
@@ -39,7 +38,6 @@ export async function buildApp (config: Config, options: { logger?: FastifyServe
   await app.register(helmetPlugin)
   await app.register(rateLimitPlugin)
   await app.register(compressPlugin)
-  await app.register(staticPlugin)
   await app.register(swaggerPlugin)
 
   await app.register(requestHooksPlugin)

@@ -1,8 +1,10 @@
 import tap from 'tap'
 import { createHash } from 'node:crypto'
 import { readdirSync, rmSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
+import { CHUNK_BYTES } from '../src/files/file-body.js'
 import { createUser, filesDirOf, importLines } from './helpers/build.js'
 import { buildExportApp, httpGet, startExport, waitForJob, type JobStatusBody, liveResult } from './helpers/exports.js'
 
@@ -156,6 +158,75 @@ tap.test('a removed file is 410; every status read hands out a working link', as
   const gone = await httpGet(result.fileUrl)
   t.equal(gone.status, 410, 'the file was removed from disk')
   t.equal(JSON.parse(gone.body.toString()).code, 'FILE_EXPIRED')
+})
+
+tap.test('a file of several read buffers downloads exactly: whole, in ranges across buffers, gzip, to a slow reader and to one that hangs up', async (t) => {
+  const app = await buildExportApp(t)
+  const u = await createUser(app, ['acme'])
+  // ~3.4 MB: three and a bit of the 1 MiB buffers a body is read into.
+  const filler = 'y'.repeat(640)
+  const lines = Array.from({ length: 5000 }, (_, i) => JSON.stringify({ id: `u-${String(i).padStart(5, '0')}`, filler }))
+  t.equal((await importLines(app, u.headers, 'acme', 'users', lines)).statusCode, 200)
+  const base = await app.listen({ port: 0, host: '127.0.0.1' })
+  const requestId = await startExport(app, u.headers, 'acme', 'users')
+  await waitForJob(app, u.headers, requestId)
+  const { fileUrl } = liveResult(await statusOverHttp(base, u.headers, requestId))
+  const expected = Buffer.from(lines.map((l) => l + '\n').join(''), 'utf8')
+  t.ok(expected.length > 3 * CHUNK_BYTES, `${expected.length} bytes`)
+
+  const whole = await httpGet(fileUrl)
+  t.equal(whole.headers['content-length'], String(expected.length))
+  t.ok(whole.body.equals(expected), 'whole')
+  const from = CHUNK_BYTES - 100
+  const to = 2 * CHUNK_BYTES + 100
+  const part = await httpGet(fileUrl, { range: `bytes=${from}-${to}` })
+  t.equal(part.status, 206)
+  t.ok(part.body.equals(expected.subarray(from, to + 1)), 'a range across two buffer boundaries')
+  const gz = await httpGet(fileUrl, { 'accept-encoding': 'gzip' })
+  t.equal(gz.headers['content-encoding'], 'gzip')
+  t.ok(gunzipSync(gz.body).equals(expected), 'gzip, gunzipped')
+  const head = await new Promise<{ status: number, length: string | undefined, body: number }>((resolve, reject) => {
+    const req = httpRequest(fileUrl, { method: 'HEAD', agent: false }, (res) => {
+      let body = 0
+      res.on('data', (c: Buffer) => { body += c.length })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, length: res.headers['content-length'], body }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+  t.same(head, { status: 200, length: String(expected.length), body: 0 }, 'HEAD: the size, no body')
+
+  // A reader slower than the disk: the socket's buffers fill and the body waits on them.
+  const slow = await new Promise<Buffer>((resolve, reject) => {
+    const req = httpRequest(fileUrl, { agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => {
+        chunks.push(c)
+        res.pause()
+        setTimeout(() => res.resume(), 1)
+      })
+      res.on('end', () => resolve(Buffer.concat(chunks)))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end()
+  })
+  t.ok(slow.equals(expected), 'a slow reader gets every byte')
+
+  // Clients that hang up after the first bytes: the server stays well.
+  const fds = readdirSync('/proc/self/fd').length
+  for (let i = 0; i < 5; i++) {
+    await new Promise<void>((resolve, reject) => {
+      const req = httpRequest(fileUrl, { agent: false }, (res) => {
+        res.once('data', () => { req.destroy(); resolve() })
+      })
+      req.on('error', (err) => { if (!req.destroyed) reject(err) })
+      req.end()
+    })
+  }
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  t.ok(readdirSync('/proc/self/fd').length <= fds, 'no file is left open by the downloads cut short')
+  t.ok((await httpGet(fileUrl)).body.equals(expected), 'and the next download is whole')
 })
 
 tap.test('no temporary files remain after several jobs', async (t) => {
