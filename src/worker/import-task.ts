@@ -108,8 +108,10 @@ function merge (task: MergeTask): { ok: true, merged: number } | TaskFault {
   } catch (err) {
     return fault(err)
   } finally {
-    if (fd !== undefined) closeSync(fd)
-    writer?.close()
+    // The merge's outcome stands whatever closing says: a throw here would report a
+    // committed merge as failed (and the client would import again).
+    try { if (fd !== undefined) closeSync(fd) } catch {}
+    try { writer?.close() } catch {}
   }
 }
 
