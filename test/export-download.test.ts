@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import { CHUNK_BYTES } from '../src/files/file-body.js'
 import { createUser, filesDirOf, importLines } from './helpers/build.js'
-import { buildExportApp, httpGet, startExport, waitForJob, type JobStatusBody, liveResult } from './helpers/exports.js'
+import { buildExportApp, httpGet, liveResult, slowGet, startExport, waitForJob, type JobStatusBody } from './helpers/exports.js'
 
 function sha256 (bytes: Buffer): string {
   return createHash('sha256').update(bytes).digest('hex')
@@ -197,20 +197,7 @@ tap.test('a file of several read buffers downloads exactly: whole, in ranges acr
   t.same(head, { status: 200, length: String(expected.length), body: 0 }, 'HEAD: the size, no body')
 
   // A reader slower than the disk: the socket's buffers fill and the body waits on them.
-  const slow = await new Promise<Buffer>((resolve, reject) => {
-    const req = httpRequest(fileUrl, { agent: false }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => {
-        chunks.push(c)
-        res.pause()
-        setTimeout(() => res.resume(), 1)
-      })
-      res.on('end', () => resolve(Buffer.concat(chunks)))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
-  })
+  const slow = await slowGet(fileUrl)
   t.ok(slow.equals(expected), 'a slow reader gets every byte')
 
   // Clients that hang up after the first bytes: the server stays well.
@@ -224,7 +211,8 @@ tap.test('a file of several read buffers downloads exactly: whole, in ranges acr
       req.end()
     })
   }
-  await new Promise((resolve) => setTimeout(resolve, 200))
+  // Closing is asynchronous: wait (up to 2 s) for the descriptors to come back.
+  for (let waited = 0; readdirSync('/proc/self/fd').length > fds && waited < 2000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20))
   t.ok(readdirSync('/proc/self/fd').length <= fds, 'no file is left open by the downloads cut short')
   t.ok((await httpGet(fileUrl)).body.equals(expected), 'and the next download is whole')
 })

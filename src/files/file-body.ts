@@ -1,4 +1,4 @@
-import { open, type FileHandle } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 
 /**
@@ -10,21 +10,31 @@ export const CHUNK_BYTES = 1 << 20
 /** Reads of one body on their way to its destination at a time: one written while the next is read. */
 const DEPTH = 2
 
-/** Free read buffers, shared by all downloads; at most this many are kept. */
+/**
+ * Free read buffers, shared by all downloads; at most this many are kept (8 MiB). A piped
+ * body holds at most DEPTH at a time, so up to four downloads at once allocate nothing;
+ * more take fresh buffers and keep only what fits back in the pool.
+ */
 const POOL_SIZE = 8
 const pool: Buffer[] = []
-const take = (): Buffer => pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES)
+let allocated = 0
+const take = (): Buffer => {
+  const free = pool.pop()
+  if (free !== undefined) return free
+  allocated++
+  return Buffer.allocUnsafeSlow(CHUNK_BYTES)
+}
 const recycle = (buffer: Buffer): void => {
   if (pool.length < POOL_SIZE) pool.push(buffer)
 }
 
-/** How many read buffers are free for reuse (for tests). */
-export const freeBuffers = (): number => pool.length
+/** How many read buffers have been allocated for piped bodies so far (for tests). */
+export const allocatedBuffers = (): number => allocated
 
 type Sink = NodeJS.WritableStream & { destroyed?: boolean }
 
 /**
- * The bytes `start` to `start + length - 1` of a file as a readable body that reuses a few
+ * The bytes `start` to `start + length - 1` of an open file as a readable body that reuses a few
  * read buffers when it is piped (the way Fastify and @fastify/compress consume a body).
  *
  * Why: a download of a 35 MB export file read as a stream allocates 35 fresh 1 MiB
@@ -40,34 +50,28 @@ type Sink = NodeJS.WritableStream & { destroyed?: boolean }
  * single destination is supported; `unpipe` is not (nothing here unpipes a body).
  */
 export class FileBody extends Readable {
-  readonly #path: string
+  readonly #handle: FileHandle
   #position: number
   #left: number
-  #handle: Promise<FileHandle> | null = null
   #piped = false
   /** Settles when the body is destroyed: a pump waiting on a destination stops waiting. */
   readonly #destroyed: Promise<void>
   #markDestroyed!: () => void
 
-  constructor (path: string, start: number, length: number) {
+  /** The body owns `handle` from here on: it closes it when it ends or is destroyed. */
+  constructor (handle: FileHandle, start: number, length: number) {
     super()
-    this.#path = path
+    this.#handle = handle
     this.#position = start
     this.#left = length
     this.#destroyed = new Promise((resolve) => { this.#markDestroyed = resolve })
   }
 
-  #open (): Promise<FileHandle> {
-    this.#handle ??= open(this.#path, 'r')
-    return this.#handle
-  }
-
   /** Reads the next chunk into `buffer`; a file shorter than the range is an error. */
   async #readInto (buffer: Buffer): Promise<Buffer> {
-    const handle = await this.#open()
     const want = Math.min(buffer.length, this.#left)
-    const { bytesRead } = await handle.read(buffer, 0, want, this.#position)
-    if (bytesRead === 0) throw new Error(`${this.#path} ended ${this.#left} bytes before the range did`)
+    const { bytesRead } = await this.#handle.read(buffer, 0, want, this.#position)
+    if (bytesRead === 0) throw new Error(`the file ended ${this.#left} bytes before the range did`)
     this.#position += bytesRead
     this.#left -= bytesRead
     return bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead)
@@ -86,6 +90,8 @@ export class FileBody extends Readable {
   override pipe<T extends NodeJS.WritableStream> (destination: T, options?: { end?: boolean }): T {
     if (this.#piped || this.readableFlowing !== null) throw new Error('a FileBody is piped once, and only if nothing else reads it')
     this.#piped = true
+    // Destroyed before anyone read it: nothing to send (and its file is closed already).
+    if (this.destroyed) return destination
     destination.emit('pipe', this)
     this.#pump(destination, options?.end !== false).then(
       (whole) => {
@@ -143,12 +149,7 @@ export class FileBody extends Readable {
 
   override _destroy (err: Error | null, callback: (err?: Error | null) => void): void {
     this.#markDestroyed()
-    const handle = this.#handle
-    if (handle === null) {
-      callback(err)
-      return
-    }
-    // Closing waits for a read in progress; a file that never opened has nothing to close.
-    handle.then((h) => h.close(), () => {}).then(() => callback(err), () => callback(err))
+    // Closing waits for a read in progress.
+    this.#handle.close().then(() => callback(err), () => callback(err))
   }
 }

@@ -1,11 +1,12 @@
 import send, { type SendOptions } from '@fastify/send'
 import type { FastifyReply } from 'fastify'
 import { mkdirSync } from 'node:fs'
-import { readdir, rm, stat } from 'node:fs/promises'
+import { open, readdir, rm, stat, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { Readable } from 'node:stream'
 import type { Config } from '../config.js'
-import { CHUNK_BYTES, FileBody } from './file-body.js'
-import type { FileStorage } from './storage.js'
+import { FileBody } from './file-body.js'
+import { FileGoneError, type FileStorage } from './storage.js'
 
 /** The directory export files live in on the local disk. */
 export function exportsDir (config: Pick<Config, 'dataDir'>): string {
@@ -16,8 +17,6 @@ const SEND_OPTIONS: SendOptions = {
   contentType: false,
   cacheControl: false,
   index: false,
-  // Only a HEAD request's (empty) stream is sent as it is; others are replaced by a FileBody.
-  highWaterMark: CHUNK_BYTES,
 }
 
 /** `Content-Range: bytes first-last/size` → first (a 206 always has one). */
@@ -26,23 +25,41 @@ const rangeStart = (contentRange: string): number => Number(/^bytes (\d+)-/.exec
 /**
  * Sends a file of `root` with what HTTP gives a file (@fastify/send: Range, ETag and
  * Last-Modified, conditional requests, HEAD); the body is a FileBody, which reuses its read
- * buffers. An error of @fastify/send (a 412, a 416 with its Content-Range, a file gone) goes
- * to the error handler as the http-error it is.
+ * buffers. The file is opened first, so a file removed meanwhile (a cancel, the retention
+ * sweep) is either sent whole from the open handle or is a FileGoneError, never half of
+ * one. An error of @fastify/send (a 412, a 416 with its Content-Range) goes to the error
+ * handler as the http-error it is.
  */
 async function sendFile (reply: FastifyReply, root: string, fileName: string): Promise<FastifyReply> {
-  const result = await send(reply.request.raw, encodeURIComponent(fileName), { ...SEND_OPTIONS, root })
-  if (result.type !== 'file') {
-    result.stream.destroy()
-    if (result.type === 'error') throw result.metadata.error
-    throw new Error(`${fileName} is not a file`)
+  const path = join(root, fileName)
+  let handle: FileHandle
+  try {
+    handle = await open(path, 'r')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new FileGoneError(fileName)
+    throw err
   }
-  const { statusCode, headers, stream, metadata } = result
-  reply.code(statusCode).headers(headers)
-  if (reply.request.method === 'HEAD' || statusCode === 304) return reply.send(stream)
-  // send() opened a stream of the range; the body reads the same range itself.
-  stream.destroy()
-  const start = statusCode === 206 ? rangeStart(headers['Content-Range'] as string) : 0
-  return reply.send(new FileBody(metadata.path, start, Number(headers['Content-Length'])))
+  let body: FileBody | undefined
+  try {
+    // send() is asked as for a HEAD: it answers status and headers and opens nothing (the
+    // method is all it reads besides the headers); the body comes from the handle.
+    const asHead = { headers: reply.request.raw.headers, method: 'HEAD' } as unknown as Readable
+    const result = await send(asHead, encodeURIComponent(fileName), { ...SEND_OPTIONS, root })
+    if (result.type === 'error') {
+      if ((result.metadata.error as { status?: number }).status === 404) throw new FileGoneError(fileName)
+      throw result.metadata.error
+    }
+    if (result.type !== 'file') throw new Error(`${fileName} is not a file`)
+    const { statusCode, headers, stream } = result
+    reply.code(statusCode).headers(headers)
+    // A HEAD's or a 304's body: send()'s empty stream (a string would reset Content-Length).
+    if (reply.request.method === 'HEAD' || statusCode === 304) return await reply.send(stream)
+    const start = statusCode === 206 ? rangeStart(headers['Content-Range'] as string) : 0
+    body = new FileBody(handle, start, Number(headers['Content-Length']))
+    return await reply.send(body)
+  } finally {
+    if (body === undefined) await handle.close()
+  }
 }
 
 const isTemporary = (name: string): boolean => name.startsWith('.') && name.endsWith('.tmp')

@@ -1,5 +1,13 @@
 import type { FastifyReply } from 'fastify'
 
+/** A file that is not there to be sent (removed since its download was checked). */
+export class FileGoneError extends Error {
+  constructor (fileName: string) {
+    super(`${fileName} is gone`)
+    this.name = 'FileGoneError'
+  }
+}
+
 /**
  * Where export files live. A worker writes a job's file at `paths(…).tmpPath` and renames
  * it to `finalPath` once whole; everything else names files by their final name only.
@@ -8,6 +16,7 @@ export interface FileStorage {
   /**
    * Sends a final file as the reply's body, with what HTTP gives a file: Range, ETag and
    * Last-Modified, conditional requests; the caller has set Content-Type and friends.
+   * Rejects with a FileGoneError, before anything is sent, if the file is not there.
    */
   send: (reply: FastifyReply, fileName: string) => FastifyReply | Promise<FastifyReply>
   /** Where a worker writes one attempt of a job, and where the whole file then goes. */

@@ -67,7 +67,10 @@ function toAppError (error: FastifyError | AppError | Error, request?: FastifyRe
   if (status === 416) return new AppError('RANGE_NOT_SATISFIABLE', 'the requested range lies outside the file; result.bytes has its size')
   if (status !== undefined && status >= 400 && status < 500) {
     // Fastify's own client errors (bad URL, proto keys, …): their messages hold no secrets.
-    return new AppError(BY_STATUS[status] ?? 'VALIDATION_FAILED', fe.message)
+    // An http-error that says its message is not for clients (one wrapping a system error,
+    // which may name a path on the server) gets its code's title instead.
+    const code = BY_STATUS[status] ?? 'VALIDATION_FAILED'
+    return new AppError(code, (fe as { expose?: boolean }).expose === false ? ERRORS[code].title : fe.message)
   }
   return new AppError('INTERNAL')
 }

@@ -52,7 +52,7 @@ export default async function filesRoutes (fastify: FastifyInstance) {
       reply.header('Cache-Control', 'private, no-cache')
       // Whether the body is gzip depends on Accept-Encoding, whatever the answer turns out to be.
       reply.header('Vary', 'Accept-Encoding')
-      return files.send(reply, fileName)
+      return files.send(reply, requestId, fileName)
     },
     // A 304 has no body: none goes on to be gzip-encoded (and labelled so).
     onSend: async (_request, reply, payload) => reply.statusCode === 304 ? '' : payload,

@@ -1,6 +1,6 @@
 import type { FastifyReply } from 'fastify'
 import { AppError } from '../errors.js'
-import type { FileStorage } from '../files/storage.js'
+import { FileGoneError, type FileStorage } from '../files/storage.js'
 import type { JobFile } from '../store/files-store.js'
 import type { Store } from '../store/store.js'
 import { fileGone, recreateOf } from './export-view.js'
@@ -36,8 +36,20 @@ export function createFilesService (deps: { store: Store, storage: FileStorage, 
   return {
     sweep,
 
-    /** Sends a file `resolveDownload` named as the reply's body. */
-    send: (reply: FastifyReply, fileName: string) => storage.send(reply, fileName),
+    /**
+     * Sends a file `resolveDownload` named as the reply's body; one removed since (a cancel,
+     * the retention sweep) is the 410 of a file that is gone.
+     */
+    async send (reply: FastifyReply, requestId: string, fileName: string): Promise<FastifyReply> {
+      try {
+        return await storage.send(reply, fileName)
+      } catch (err) {
+        if (!(err instanceof FileGoneError)) throw err
+        throw new AppError('FILE_EXPIRED',
+          `the file of ${requestId} was removed as its download began; read the request's status again (GET /api/v1/request/${requestId}) for what to do next`,
+          { requestId })
+      }
+    },
 
     /**
      * Checks a download link and returns the file's name in the storage. A genuine link

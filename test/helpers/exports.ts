@@ -125,6 +125,28 @@ export async function httpGet (url: string | null, headers: Record<string, strin
   })
 }
 
+/**
+ * GETs `url` as a reader slower than the server: it pauses 1 ms after every chunk, so the
+ * socket's buffers fill and the server waits on them. `onFirstBytes` runs when the first arrive.
+ */
+export async function slowGet (url: string, onFirstBytes: () => void = () => {}): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      res.once('data', onFirstBytes)
+      res.on('data', (c: Buffer) => {
+        chunks.push(c)
+        res.pause()
+        setTimeout(() => res.resume(), 1)
+      })
+      res.on('end', () => resolve(Buffer.concat(chunks)))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
 /** A random UUID-like hex id (random order relative to insertion). */
 export function randomId (): string {
   return randomUUID()
