@@ -53,10 +53,14 @@ async function sendFile (reply: FastifyReply, root: string, fileName: string): P
     const { statusCode, headers, stream } = result
     reply.code(statusCode).headers(headers)
     // A HEAD's or a 304's body: send()'s empty stream (a string would reset Content-Length).
-    if (reply.request.method === 'HEAD' || statusCode === 304) return await reply.send(stream)
+    if (reply.request.method === 'HEAD' || statusCode === 304) return reply.send(stream)
     const start = statusCode === 206 ? rangeStart(headers['Content-Range'] as string) : 0
     body = new FileBody(handle, start, Number(headers['Content-Length']))
-    return await reply.send(body)
+    // A body Fastify dropped without piping it (an onSend hook that failed) still closes
+    // its file when the response does; destroying one that ended does nothing.
+    const sent = body
+    reply.raw.once('close', () => sent.destroy())
+    return reply.send(body)
   } finally {
     if (body === undefined) await handle.close()
   }

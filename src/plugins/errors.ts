@@ -67,10 +67,10 @@ function toAppError (error: FastifyError | AppError | Error, request?: FastifyRe
   if (status === 416) return new AppError('RANGE_NOT_SATISFIABLE', 'the requested range lies outside the file; result.bytes has its size')
   if (status !== undefined && status >= 400 && status < 500) {
     // Fastify's own client errors (bad URL, proto keys, …): their messages hold no secrets.
-    // An http-error that says its message is not for clients (one wrapping a system error,
-    // which may name a path on the server) gets its code's title instead.
+    // A client error that wraps a system error (its message may name a path on the
+    // server) gets its code's title instead.
     const code = BY_STATUS[status] ?? 'VALIDATION_FAILED'
-    return new AppError(code, (fe as { expose?: boolean }).expose === false ? ERRORS[code].title : fe.message)
+    return new AppError(code, (fe as { syscall?: unknown }).syscall === undefined ? fe.message : ERRORS[code].title)
   }
   return new AppError('INTERNAL')
 }

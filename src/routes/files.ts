@@ -45,14 +45,21 @@ export default async function filesRoutes (fastify: FastifyInstance) {
     compress: { encodings: ['gzip'], zlibOptions: { level: 1 }, customTypes: /^application\/x-ndjson$/ },
     handler: async (request, reply) => {
       const { requestId } = request.params
-      const { fileName, bytes } = await files.resolveDownload(requestId, request.query.expires, request.query.sig, baseUrl(request))
+      const base = baseUrl(request)
+      const { fileName, bytes } = await files.resolveDownload(requestId, request.query.expires, request.query.sig, base)
       normalizeRange(request, bytes)
       reply.header('Content-Type', 'application/x-ndjson')
       reply.header('Content-Disposition', `attachment; filename="${fileName}"`)
       reply.header('Cache-Control', 'private, no-cache')
       // Whether the body is gzip depends on Accept-Encoding, whatever the answer turns out to be.
       reply.header('Vary', 'Accept-Encoding')
-      return files.send(reply, requestId, fileName)
+      try {
+        return await files.send(reply, requestId, fileName, base)
+      } catch (err) {
+        // A problem (a 410, 412, 416) is not the file: a browser must not save it as one.
+        reply.removeHeader('Content-Disposition')
+        throw err
+      }
     },
     // A 304 has no body: none goes on to be gzip-encoded (and labelled so).
     onSend: async (_request, reply, payload) => reply.statusCode === 304 ? '' : payload,

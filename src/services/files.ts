@@ -38,16 +38,15 @@ export function createFilesService (deps: { store: Store, storage: FileStorage, 
 
     /**
      * Sends a file `resolveDownload` named as the reply's body; one removed since (a cancel,
-     * the retention sweep) is the 410 of a file that is gone.
+     * the retention sweep) is the 410 of a file that is gone, with how to export it again.
      */
-    async send (reply: FastifyReply, requestId: string, fileName: string): Promise<FastifyReply> {
+    async send (reply: FastifyReply, requestId: string, fileName: string, baseUrl: string): Promise<FastifyReply> {
       try {
         return await storage.send(reply, fileName)
       } catch (err) {
         if (!(err instanceof FileGoneError)) throw err
-        throw new AppError('FILE_EXPIRED',
-          `the file of ${requestId} was removed as its download began; read the request's status again (GET /api/v1/request/${requestId}) for what to do next`,
-          { requestId })
+        const job = await store.files.selectJobFile(requestId)
+        throw job ? fileGoneProblem(job, baseUrl) : new AppError('FILE_EXPIRED', `the file of ${requestId} is gone`, { requestId })
       }
     },
 

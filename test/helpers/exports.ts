@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { readdirSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import type { RequestStatus } from '../../src/contract/generated.js'
@@ -145,6 +146,15 @@ export async function slowGet (url: string, onFirstBytes: () => void = () => {})
     req.on('error', reject)
     req.end()
   })
+}
+
+/** How many file descriptors this process has open. */
+export const openFds = (): number => readdirSync('/proc/self/fd').length
+
+/** The open file descriptors once they are back to at most `count` (closing is asynchronous), or after 2 s. */
+export async function fdsSettled (count: number): Promise<number> {
+  for (let waited = 0; openFds() > count && waited < 2000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20))
+  return openFds()
 }
 
 /** A random UUID-like hex id (random order relative to insertion). */
