@@ -15,6 +15,11 @@ function fileGoneProblem (job: JobFile, baseUrl: string): AppError {
     { requestId: job.id, recreate })
 }
 
+/** The 410 of a file that is gone: with how to export it again when its job is known. */
+function goneProblem (job: JobFile | undefined, requestId: string, baseUrl: string): AppError {
+  return job ? fileGoneProblem(job, baseUrl) : new AppError('FILE_EXPIRED', `the file of ${requestId} is gone`, { requestId })
+}
+
 /**
  * Export files once written: download checks, early deletion, the retention sweep and
  * the start-up cleanup of files no job owns.
@@ -45,8 +50,7 @@ export function createFilesService (deps: { store: Store, storage: FileStorage, 
         return await storage.send(reply, fileName)
       } catch (err) {
         if (!(err instanceof FileGoneError)) throw err
-        const job = await store.files.selectJobFile(requestId)
-        throw job ? fileGoneProblem(job, baseUrl) : new AppError('FILE_EXPIRED', `the file of ${requestId} is gone`, { requestId })
+        throw goneProblem(await store.files.selectJobFile(requestId), requestId, baseUrl)
       }
     },
 
@@ -61,7 +65,7 @@ export function createFilesService (deps: { store: Store, storage: FileStorage, 
       }
       const job = await store.files.selectJobFile(requestId)
       if (!job || job.status !== 'Completed' || fileGone(job, now()) || !await storage.exists(job.fileName as string)) {
-        throw job ? fileGoneProblem(job, baseUrl) : new AppError('FILE_EXPIRED', `the file of ${requestId} is gone`, { requestId })
+        throw goneProblem(job, requestId, baseUrl)
       }
       const expiresMs = Number(expires) * 1000
       if (expiresMs < now()) {
