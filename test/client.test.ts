@@ -4,7 +4,9 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createBulkExportClient } from '../src/client/index.js'
-import { api, createUserOver, seedDataDir, startServer } from './helpers/child-server.js'
+import { downloadVerified } from '../src/client/download.js'
+import { DEFAULT_RETRY } from '../src/client/retry.js'
+import { api, createUserOver, seedDataDir, startServer, until, within } from './helpers/child-server.js'
 import { startFaultProxy, type Fault, type Seen } from './helpers/fault-proxy.js'
 
 const FIRM = 'acme'
@@ -222,26 +224,45 @@ tap.test('Retry-After of a 429 is waited out', async (t) => {
 })
 
 tap.test('breaking out of exportAll early returns at once and cancels the page started ahead', async (t) => {
-  const { server, token, headers } = await setup(t, 2500, 1000)
-  // Every download but the first is slow: breaking out must not wait for the one read ahead.
-  let downloads = 0
-  const proxy = await startFaultProxy(t, server.base, (req) => req.url?.startsWith('/api/v1/files/') && ++downloads > 1 ? { delayMs: 4000 } : undefined)
+  // Five pages; every download but the first is held by the proxy and never let through.
+  const { server, token, headers } = await setup(t, 1000, 200)
+  const proxy = await startFaultProxy(t, server.base, (req, seen) =>
+    req.url?.startsWith('/api/v1/files/') && seen.filter(isDownload).length > 1 ? { hold: new Promise(() => {}) } : undefined)
   const client = createBulkExportClient({ baseUrl: proxy.base, token, retry: fast })
-  let n = 0
-  let brokeAt = 0
-  for await (const object of client.exportAll({ firmId: FIRM, objectType: TYPE })) {
-    if (object.id && ++n === 10) {
-      brokeAt = Date.now()
-      break
+  const read = async (): Promise<number> => {
+    let n = 0
+    for await (const object of client.exportAll({ firmId: FIRM, objectType: TYPE })) {
+      if (object.id && ++n === 10) {
+        // Break while the page read ahead is being downloaded (the proxy holds it).
+        await until('the download of page 2 to begin', () => proxy.seen.filter(isDownload).length >= 2 || undefined)
+        break
+      }
     }
+    return n
   }
-  t.ok(Date.now() - brokeAt < 2000, `it returned ${Date.now() - brokeAt} ms after the break, without waiting for the page read ahead`)
-  const all = (await api(server.base, 'GET', '/api/v1/requests?limit=100', { headers })).json().requests
-  t.ok(all.length <= 2, `no page beyond the next was started (${all.length} jobs)`)
-  const deadline = Date.now() + 10_000
-  let active: unknown[] = []
-  do {
-    active = (await api(server.base, 'GET', '/api/v1/requests?status=Pending&status=InProgress', { headers })).json().requests
-  } while (active.length > 0 && Date.now() < deadline && await new Promise((resolve) => setTimeout(resolve, 50, true)))
+  // The held download never ends: a client that waited for it would never return.
+  t.equal(await within('exportAll to return after the break', 60_000, read()), 10, 'it returned after the break, without waiting for the download of the page read ahead')
+  const jobs = (await api(server.base, 'GET', '/api/v1/requests?limit=100', { headers })).json().requests
+  // Page 1 was read, page 2 downloaded ahead, page 3 exported while page 2 downloads; no more.
+  t.equal(jobs.length, 3, `no page beyond the one exported ahead was started (${jobs.length} jobs)`)
+  const active = await until('the job started ahead to end', async () => {
+    const left = (await api(server.base, 'GET', '/api/v1/requests?status=Pending&status=InProgress', { headers })).json().requests
+    return left.length === 0 ? left : undefined
+  })
   t.same(active, [], 'no job is left running for it')
+})
+
+tap.test('a download asked for with a signal that is already aborted fetches nothing', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bes-client-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const calls: string[] = []
+  const recording: typeof fetch = async (input) => {
+    calls.push(String(input))
+    return new Response('')
+  }
+  const stop = new AbortController()
+  stop.abort(new Error('stopped'))
+  await t.rejects(downloadVerified('http://127.0.0.1:9/f', join(dir, 'p.ndjson'), { bytes: 1, sha256: 'x', total: 1 },
+    { policy: { ...DEFAULT_RETRY, ...fast }, stallMs: 1000, fetch: recording, signal: stop.signal }), /stopped/)
+  t.same(calls, [], 'no request was sent')
 })

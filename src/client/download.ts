@@ -57,6 +57,7 @@ export async function downloadVerified (url: string, path: string, expected: Exp
   const startedAt = Date.now()
   let mismatches = 0
   for (let attempt = 1; ; attempt++) {
+    opts.signal?.throwIfAborted()
     const at = await resumePoint(part)
     if (at.size > expected.bytes) {
       await rm(part, { force: true })
@@ -65,6 +66,8 @@ export async function downloadVerified (url: string, path: string, expected: Exp
     const stall = new AbortController()
     let timer = setTimeout(() => stall.abort(), opts.stallMs)
     const onAbort = (): void => stall.abort()
+    // An abort that came while the part file was read fires no event: it is checked here.
+    if (opts.signal?.aborted) onAbort()
     opts.signal?.addEventListener('abort', onAbort, { once: true })
     let retryAfter: string | null = null
     try {

@@ -26,6 +26,19 @@ export async function until<T> (what: string, fn: () => Promise<T | undefined> |
   }
 }
 
+/** Resolves as `promise` does, or rejects after `ms` (for what must happen, however long it takes on a loaded machine). */
+export async function within<T> (what: string, ms: number, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
+  })
+  try {
+    return await Promise.race([promise, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 export interface Exit { code: number | null, signal: NodeJS.Signals | null }
 
 /** A server started as `node --import tsx src/server.ts`, as a self-hoster runs it. */
@@ -94,15 +107,7 @@ export async function startServer (t: TapLike, dataDir: string, env: Record<stri
 
 /** Waits for the process to exit, or throws after `ms`. */
 export async function waitForExit (server: ServerProcess, ms = 30_000): Promise<Exit> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`the server did not exit within ${ms} ms`)), ms)
-  })
-  try {
-    return await Promise.race([server.exited, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
+  return within('the server to exit', ms, server.exited)
 }
 
 export interface ApiResponse { status: number, headers: Headers, body: string, json: () => any }

@@ -12,6 +12,8 @@ export type Fault =
   | { before: () => Promise<void> }
   /** Forwards after waiting this long. */
   | { delayMs: number }
+  /** Forwards once this settles (never: the request is held until the proxy closes). */
+  | { hold: Promise<unknown> }
   /** Forwards, and answers the client with this change of the JSON answer. */
   | { rewriteJson: (body: any) => unknown }
   /** Forwards, with one byte of the body changed at this offset. */
@@ -46,6 +48,7 @@ export async function startFaultProxy (t: { teardown: (fn: () => unknown) => voi
     const forward = async (): Promise<void> => {
       if (f && 'before' in f) await f.before()
       if (f && 'delayMs' in f) await new Promise((resolve) => setTimeout(resolve, f.delayMs))
+      if (f && 'hold' in f) await f.hold
       // The Host stays the proxy's: the links the server hands out come back through it.
       const out = http.request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
         if (f && 'rewriteJson' in f) {
