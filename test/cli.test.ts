@@ -1,11 +1,11 @@
 import tap, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { api, createUserOver, seedDataDir, startServer } from './helpers/child-server.js'
+import { api, createUserOver, seedDataDir, startServer, until } from './helpers/child-server.js'
 import { startFaultProxy, type Seen } from './helpers/fault-proxy.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -64,23 +64,29 @@ tap.test('bulk-export pull writes every page, verified; --merge one file; a seco
 })
 
 tap.test('kill -9 in the middle of a pull, run it again: it finishes without fetching a finished page twice', async (t) => {
-  const { server, seeded, out, token, headers } = await setup(t, 6000, 500)
-  // Downloads are slowed, so the kill lands in the middle of the pull.
-  const proxy = await startFaultProxy(t, server.base, (req) => req.url?.startsWith('/api/v1/files/') ? { delayMs: 250 } : undefined)
+  const { server, seeded, out, token, headers } = await setup(t, 2400, 200)
+  // The fourth download of each first run is held: the kill lands with three pages done.
+  let holdAt = 4
+  let release: () => void = () => {}
+  t.teardown(() => release())
+  const proxy = await startFaultProxy(t, server.base, (req, seen) => {
+    if (!isDownload(seen[seen.length - 1]) || seen.filter(isDownload).length !== holdAt) return undefined
+    return { hold: new Promise<void>((resolve) => { release = resolve }) }
+  })
   const env = { BULK_EXPORT_URL: proxy.base, BULK_EXPORT_TOKEN: token }
   for (const merge of [false, true]) {
     const dir = join(out, merge ? 'merged' : 'pages')
     const args = ['pull', '--firm', FIRM, '--type', TYPE, '--out', dir, ...(merge ? ['--merge'] : [])]
+    holdAt = proxy.seen.filter(isDownload).length + 4
     const run = cli(args, env)
-    const deadline = Date.now() + 30_000
-    const stateFile = join(dir, '.bulk-export-state.json')
-    const finished = (): number => existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')).pages.length : 0
-    while (finished() < 3 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+    await until('the fourth download to be held', () => proxy.seen.filter(isDownload).length >= holdAt || undefined, 60_000)
     run.child.kill('SIGKILL')
     const killed = await run.done
+    release()
     t.equal(killed.signal, 'SIGKILL', `${merge ? '--merge' : 'pages'}: killed`)
+    const stateFile = join(dir, '.bulk-export-state.json')
     const before = JSON.parse(readFileSync(stateFile, 'utf8'))
-    t.ok(before.pages.length >= 3 && before.pages.length < 12, `killed after ${before.pages.length} of 12 pages`)
+    t.equal(before.pages.length, 3, 'killed with three of 12 pages done')
     const seenBefore = proxy.seen.length
 
     const resumed = await cli(args, env).done
@@ -93,6 +99,59 @@ tap.test('kill -9 in the middle of a pull, run it again: it finishes without fet
   }
   const jobs = (await api(server.base, 'GET', '/api/v1/requests?limit=100', { headers })).json().requests
   t.ok(jobs.length <= 2 * 12 + 2, `the restarts found their jobs again rather than exporting everything twice (${jobs.length} jobs for 2 × 12 pages)`)
+})
+
+tap.test('a pull killed but not reaped (a zombie), or a lock naming a live unrelated pid, does not keep the directory', async (t) => {
+  const { server, seeded, out, token } = await setup(t, 2000, 500)
+  let release: () => void = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  t.teardown(() => release())
+  // The second download is held, so the pull is killed in the middle, holding the directory.
+  const proxy = await startFaultProxy(t, server.base, (req, seen) => isDownload(seen[seen.length - 1]) && seen.filter(isDownload).length === 2 ? { hold: held } : undefined)
+  const env = { BULK_EXPORT_URL: proxy.base, BULK_EXPORT_TOKEN: token }
+  const dir = join(out, 'zombie')
+  const args = ['pull', '--firm', FIRM, '--type', TYPE, '--out', dir]
+  // The pull's parent is a process that never waits for its children (exec sleep), as under
+  // a container's init that does not reap: killed, the pull stays a zombie.
+  const quoted = [process.execPath, '--import', 'tsx', 'src/cli/main.ts', ...args].map((a) => `'${a}'`).join(' ')
+  const parent = spawn('sh', ['-c', `${quoted} >/dev/null 2>&1 & echo $!; exec sleep 600`], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env } })
+  t.teardown(() => parent.kill('SIGKILL'))
+  let printed = ''
+  parent.stdout.on('data', (d: Buffer) => { printed += d })
+  const pid = await until('the pull\'s pid', () => /^\d+\n/.test(printed) ? Number(printed.trim()) : undefined)
+  await until('the pull to wait for its second download', () => proxy.seen.filter(isDownload).length >= 2 || undefined, 60_000)
+  process.kill(pid, 'SIGKILL')
+  const state = await until('the killed pull to be a zombie', () => {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z' ? 'Z' : undefined
+  })
+  t.equal(state, 'Z', `the killed pull (pid ${pid}) is a zombie: kill(pid, 0) still succeeds`)
+  t.ok(existsSync(join(dir, '.bulk-export.lock')), 'its lock is left behind')
+  release()
+  const again = await cli(args, env).done
+  t.equal(again.code, 0, again.stderr)
+  t.match(again.stderr, /waiting up to/, 'it waited for the dead pull\'s lock to go stale…')
+  t.notMatch(again.stderr, /is pulling into/, '…and was not refused')
+  t.equal(sha256(joined(dir)), seeded.sha256, 'then finished, exactly')
+
+  // A lock file of an earlier version naming a live process that is not a pull (the sleeping parent).
+  const sleeper = parent.pid!
+  const legacy = join(out, 'legacy')
+  mkdirSync(legacy)
+  writeFileSync(join(legacy, '.bulk-export.lock'), String(sleeper))
+  // A lock left by a pull killed a minute ago, whose owner file names a live pid.
+  const stale = join(out, 'stale')
+  mkdirSync(join(stale, '.bulk-export.lock'), { recursive: true })
+  writeFileSync(join(stale, '.bulk-export.owner'), JSON.stringify({ pid: sleeper, host: 'here', since: new Date().toISOString() }))
+  const minuteAgo = new Date(Date.now() - 60_000)
+  utimesSync(join(stale, '.bulk-export.lock'), minuteAgo, minuteAgo)
+  for (const d of [legacy, stale]) {
+    const run = await cli(['pull', '--firm', FIRM, '--type', TYPE, '--out', d], { BULK_EXPORT_URL: server.base, BULK_EXPORT_TOKEN: token }).done
+    t.equal(run.code, 0, run.stderr)
+    t.notMatch(run.stderr, /waiting|is pulling into/, `${d}: taken at once, the pid notwithstanding`)
+    t.equal(sha256(joined(d)), seeded.sha256)
+    t.same(readdirSync(d).filter((f) => f.includes('lock') || f.includes('owner')), [], 'and released at the end')
+  }
 })
 
 tap.test('a permanent error exits non-zero with a clear message; status, list and cancel answer JSON', async (t) => {
@@ -127,31 +186,42 @@ tap.test('a permanent error exits non-zero with a clear message; status, list an
 
 tap.test('Ctrl-C stops with 130 and a resume hint; a lost network is ridden out; a run that is going holds the directory', async (t) => {
   const { server, seeded, out, token } = await setup(t, 4000, 500)
-  // For two seconds in the middle of the pull, every connection is dropped.
-  let outageFrom = 0
+  // The first run's third download is held until the second run has been refused; in the
+  // resumed run, the four requests after its first download find the network gone.
+  let release: () => void = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  t.teardown(() => release())
+  let resumed = false
+  let resumedDownloads = 0
+  let dropped = 0
   const proxy = await startFaultProxy(t, server.base, (req, seen) => {
-    if (req.url?.startsWith('/api/v1/files/')) {
-      if (seen.filter((s) => s.url.startsWith('/api/v1/files/')).length === 3 && outageFrom === 0) outageFrom = Date.now()
-      return { delayMs: 150 }
+    const s = seen[seen.length - 1]
+    if (!resumed) return isDownload(s) && seen.filter(isDownload).length === 3 ? { hold: held } : undefined
+    if (resumedDownloads >= 1 && dropped < 4) {
+      dropped++
+      return { drop: true }
     }
-    return outageFrom && Date.now() - outageFrom < 2000 ? { drop: true } : undefined
+    if (isDownload(s)) resumedDownloads++
+    return undefined
   })
   const env = { BULK_EXPORT_URL: proxy.base, BULK_EXPORT_TOKEN: token }
   const args = ['pull', '--firm', FIRM, '--type', TYPE, '--out', out]
   const first = cli(args, env)
-  const stateFile = join(out, '.bulk-export-state.json')
-  const deadline = Date.now() + 30_000
-  while ((!existsSync(stateFile) || JSON.parse(readFileSync(stateFile, 'utf8')).pages.length < 2) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+  await until('the first run to wait for its third download', () => proxy.seen.filter(isDownload).length >= 3 || undefined, 60_000)
   const second = await cli(args, env).done
   t.equal(second.code, 1, 'a second run into the same directory is refused')
-  t.match(second.stderr, /another bulk-export \(pid \d+\) is pulling into/)
+  t.match(second.stderr, /is locked by another bulk-export \(pid \d+ on this machine.*waiting up to/, 'after saying what it waits for')
+  t.match(second.stderr, new RegExp(`another bulk-export \\(pid ${first.child.pid} on this machine, since [^)]+\\) is pulling into`))
   first.child.kill('SIGINT')
   const stopped = await first.done
+  release()
   t.equal(stopped.code, 130, 'Ctrl-C exits 130')
   t.match(stopped.stderr, /run the same command again to go on where it stopped/)
-  const resumed = await cli(args, env).done
-  t.equal(resumed.code, 0, resumed.stderr)
-  t.ok(outageFrom > 0, 'the outage happened')
+  t.notOk(existsSync(join(out, '.bulk-export.lock')), 'a run that stops releases the directory')
+  resumed = true
+  const rerun = await cli(args, env).done
+  t.equal(rerun.code, 0, rerun.stderr)
+  t.equal(dropped, 4, 'the outage happened')
   t.equal(sha256(joined(out)), seeded.sha256, 'exact, after the stop and the outage')
 })
 
@@ -164,7 +234,7 @@ tap.test('--merge: a torn append is cut off, a merged file that changed is refus
   const merged = join(dir, `${TYPE}.ndjson`)
   const full = JSON.parse(readFileSync(join(dir, '.bulk-export-state.json'), 'utf8'))
   // As a kill during the append of page 3 leaves it: the state says two pages, the file holds more.
-  const { writeFileSync, appendFileSync, truncateSync } = await import('node:fs')
+  const { appendFileSync, truncateSync } = await import('node:fs')
   const state = { ...full, pages: full.pages.slice(0, 2), objects: 1000, done: false, next: full.pages[2].cursor }
   state.mergedBytes = state.pages[0].bytes + state.pages[1].bytes
   writeFileSync(join(dir, '.bulk-export-state.json'), JSON.stringify(state))
@@ -191,7 +261,6 @@ tap.test('--merge: a torn append is cut off, a merged file that changed is refus
   t.match(joined(pages).toString(), /zzz-new/, '--refresh pulls what is there now')
 
   const unfinished = join(out, 'u')
-  const { mkdirSync } = await import('node:fs')
   mkdirSync(unfinished)
   writeFileSync(join(unfinished, '.bulk-export-state.json'), JSON.stringify({ ...state, merge: false, done: false, pages: [] }))
   const withCursor = await cli(['pull', '--firm', FIRM, '--type', TYPE, '--out', unfinished, '--cursor', 'c2.x.y'], env).done

@@ -5,7 +5,8 @@ import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { createBulkExportClient } from '../client/index.js'
 import { progressView } from './progress.js'
-import { lockDir, newState, readState, writeState, type PullState } from './state.js'
+import { lockDir } from './lock.js'
+import { newState, readState, writeState, type PullState } from './state.js'
 
 export interface PullOptions {
   url: string
@@ -77,9 +78,13 @@ async function begin (opts: PullOptions): Promise<PullState> {
  */
 export async function pull (opts: PullOptions): Promise<PullState> {
   await mkdir(opts.out, { recursive: true })
-  const unlock = await lockDir(opts.out)
+  // A pull that loses its lock stops at once (its files would mix with another's).
+  const lost = new AbortController()
+  const unlock = await lockDir(opts.out, { onWait: (message) => opts.log.write(message), onLost: (err) => lost.abort(err), signal: opts.signal })
   try {
-    return await pullLocked(opts)
+    return await pullLocked({ ...opts, signal: AbortSignal.any([opts.signal, lost.signal]) })
+  } catch (err) {
+    throw lost.signal.aborted ? lost.signal.reason : err
   } finally {
     await unlock()
   }

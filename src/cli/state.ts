@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { open, readFile, rename, rm } from 'node:fs/promises'
+import { open, readFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 
 /** A finished page of a pull, as the state file keeps it. */
@@ -63,39 +63,4 @@ export async function writeState (dir: string, state: PullState): Promise<void> 
   await rename(tmp, path)
   const d = await open(dir, 'r')
   try { await d.sync() } finally { await d.close() }
-}
-
-const LOCK_FILE = '.bulk-export.lock'
-
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
-/**
- * Takes the directory for this process (a lock file holding its pid, created exclusively),
- * so that two pulls into one directory (a cron run overlapping another) cannot mix their
- * files; a lock whose process is gone (kill -9) is taken over. Returns its release.
- */
-export async function lockDir (dir: string): Promise<() => Promise<void>> {
-  const path = join(dir, LOCK_FILE)
-  for (let tries = 0; ; tries++) {
-    try {
-      const file = await open(path, 'wx')
-      await file.writeFile(String(process.pid))
-      await file.close()
-      return async () => { await rm(path, { force: true }) }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 0) throw err
-      const holder = Number(await readFile(path, 'utf8').catch(() => ''))
-      if (Number.isSafeInteger(holder) && holder > 0 && alive(holder)) {
-        throw new Error(`another bulk-export (pid ${holder}) is pulling into ${dir}; wait for it, or use another --out`)
-      }
-      await rm(path, { force: true })
-    }
-  }
 }
