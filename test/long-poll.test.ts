@@ -50,10 +50,11 @@ tap.test('a waiter is answered as soon as its job completes, with Preference-App
   t.not(body.status, 'Pending', `answered once the job moved on (${body.status})`)
   // Waiting again goes on to the end of the job (a slow job also wakes on progress, at most once a second).
   let end = { body, at }
-  while (end.body.status !== 'Completed' && end.body.status !== 'Failed') end = await longPoll(base, u.headers, requestId, 'wait=30')
+  while (end.body.status !== 'Completed' && end.body.status !== 'Failed') end = await longPoll(base, u.headers, requestId, 'wait=60')
   t.equal(end.body.status, 'Completed')
   const finishedAt = sqliteOf(app).prepare('SELECT finished_at FROM export_jobs WHERE id = ?').pluck().get(requestId) as number
-  t.ok(end.at - finishedAt < 1000, `answered ${end.at - finishedAt} ms after the job finished, not at the end of the wait`)
+  // Woken by the job's end, not by its 60 s wait running out (half of it is the margin for a loaded machine).
+  t.ok(end.at - finishedAt < 30_000, `answered ${end.at - finishedAt} ms after the job finished, not at the end of the wait`)
   t.equal(app.services.events.waiting(), 0, 'no waiter is left behind')
 })
 
@@ -64,11 +65,12 @@ tap.test('a finished job answers a long-poll at once; the preference is capped a
   const base = await listen(app)
   const requestId = await startExport(app, u.headers, 'acme', 'users')
   await waitForJob(app, u.headers, requestId)
-  for (const [prefer, applied] of [['wait=30', 'wait=30'], ['wait=600', 'wait=60'], ['respond-async, wait=5', 'wait=5'], ['WAIT = "7"', 'wait=7'], ['wait=soon', null], ['handling=lenient', null]]) {
+  for (const [prefer, applied] of [['wait=50', 'wait=50'], ['wait=600', 'wait=60'], ['respond-async, wait=45', 'wait=45'], ['WAIT = "47"', 'wait=47'], ['wait=soon', null], ['handling=lenient', null]]) {
     const t0 = Date.now()
     const res = await longPoll(base, u.headers, requestId, prefer as string)
     t.equal(res.body.status, 'Completed', prefer as string)
-    t.ok(res.at - t0 < 1000, `${prefer}: answered at once (${res.at - t0} ms)`)
+    // Not held: a wait of 45 s or more, answered in under half of it on however loaded a machine.
+    t.ok(res.at - t0 < 20_000, `${prefer}: answered at once (${res.at - t0} ms)`)
     t.equal(res.headers.get('preference-applied'), applied, `${prefer}: Preference-Applied ${applied}`)
   }
 })
@@ -111,7 +113,7 @@ tap.test('a stop answers every waiter at once', async (t) => {
   const t0 = Date.now()
   const closed = app.close()
   const answers = await Promise.all(waiters)
-  t.ok(Date.now() - t0 < 5000, `all answered within ${Date.now() - t0} ms of the stop, not after their 60 s`)
+  t.ok(Date.now() - t0 < 30_000, `all answered within ${Date.now() - t0} ms of the stop, not after their 60 s`)
   t.ok(answers.every((a) => a.status === 200 && a.body.status === 'Pending'), 'with the status as it is')
   await closed
 })
@@ -141,7 +143,7 @@ tap.test('one user holds at most 10 waiting requests: more are answered at once,
   await until('10 requests to wait', () => app.services.events.waiting() === 10)
   const t0 = Date.now()
   const eleventh = await longPoll(base, u.headers, requestId, 'wait=60')
-  t.ok(eleventh.at - t0 < 1000, 'the 11th is answered at once')
+  t.ok(eleventh.at - t0 < 30_000, `the 11th is answered at once (${eleventh.at - t0} ms), not after its 60 s`)
   t.equal(eleventh.headers.get('preference-applied'), null, 'and says it was not held')
   t.equal(eleventh.headers.get('retry-after'), '1', 'with when to ask again')
   t.match(eleventh.headers.get('vary'), /Prefer/)
@@ -165,7 +167,7 @@ tap.test('a cancel wakes the waiters of its job', async (t) => {
   const res = await waiting
   t.equal(res.body.status, 'Failed')
   t.equal(res.body.error?.code, 'CANCELLED')
-  t.ok(res.at - t0 < 1000, `answered ${res.at - t0} ms after the cancel`)
+  t.ok(res.at - t0 < 30_000, `answered ${res.at - t0} ms after the cancel, not after its 60 s`)
 })
 
 tap.test('a waiter whose client left before it began waiting is not kept', async (t) => {
@@ -178,7 +180,7 @@ tap.test('a waiter whose client left before it began waiting is not kept', async
   gone.abort()
   const t0 = Date.now()
   const waited = await app.services.events.wait(job, app.services.events.mark(), 60_000, { holder: u.userId, signal: gone.signal })
-  t.ok(Date.now() - t0 < 100, 'it returns at once')
+  t.ok(Date.now() - t0 < 30_000, `it returns at once (${Date.now() - t0} ms), not after its 60 s`)
   t.equal(waited.held, false)
   t.equal(app.services.events.waiting(), 0, 'and no waiter (or timer) is left')
   app.services.scheduler.start()
@@ -193,10 +195,14 @@ tap.test('a change to another job does not make a new waiter read its own again'
   const { reads } = countJobReads(app)
   const since = app.services.events.mark()
   app.services.events.changed(theirs)
-  const waiting = app.services.events.wait(mine, since, 300, { holder: a.userId })
+  const left = new AbortController()
+  const waiting = app.services.events.wait(mine, since, 60_000, { holder: a.userId, signal: left.signal })
   await new Promise((resolve) => setTimeout(resolve, 100))
   t.equal(reads(), 0, 'no read while it waits')
+  left.abort()
   await waiting
-  t.equal(reads(), 1, 'one at its timeout, for a fresh answer')
+  t.equal(reads(), 0, 'nor when its client leaves')
+  await app.services.events.wait(mine, app.services.events.mark(), 50, { holder: a.userId })
+  t.equal(reads(), 1, 'one at a timeout, for a fresh answer')
   app.services.scheduler.start()
 })
