@@ -8,7 +8,7 @@ import helmetPlugin from './plugins/helmet.js'
 import jsonBodyPlugin from './plugins/json-body.js'
 import rateLimitPlugin from './plugins/rate-limit.js'
 import requestHooksPlugin from './plugins/request-hooks.js'
-import servicesPlugin from './plugins/services.js'
+import servicesPlugin, { type ServicesOptions } from './plugins/services.js'
 import storePlugin from './plugins/store.js'
 import swaggerPlugin from './plugins/swagger.js'
 import adminRoutes from './routes/admin.js'
@@ -28,9 +28,10 @@ declare module 'fastify' {
  * Builds the application, in this order: the configuration; the framework's plugins,
  * one file each; the application's own (request hooks, JSON bodies, hints for misnamed
  * fields, the store, the services on it, authentication); then the routes of each area. Listening is left to
- * the caller.
+ * the caller. `exportTask` wraps how a page is handed to the worker pool (tests hold a job's
+ * end with it, to see it running on however fast a machine).
  */
-export async function buildApp (config: Config, options: { logger?: FastifyServerOptions['logger'] } = {}): Promise<FastifyInstance> {
+export async function buildApp (config: Config, options: { logger?: FastifyServerOptions['logger'] } & ServicesOptions = {}): Promise<FastifyInstance> {
   const app = Fastify(serverOptions(config, options.logger))
   app.decorate('config', config)
 
@@ -44,7 +45,7 @@ export async function buildApp (config: Config, options: { logger?: FastifyServe
   await app.register(jsonBodyPlugin)
   await app.register(fieldHintsPlugin)
   await app.register(storePlugin)
-  await app.register(servicesPlugin)
+  await app.register(servicesPlugin, { exportTask: options.exportTask })
   await app.register(authPlugin)
 
   await app.register(operationsRoutes)

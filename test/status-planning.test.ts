@@ -2,7 +2,7 @@ import tap from 'tap'
 import { statusView } from '../src/services/export-view.js'
 import { createSigner } from '../src/services/signing.js'
 import type { ExportJob } from '../src/store/exports-store.js'
-import { createUser, importLines, sqliteOf } from './helpers/build.js'
+import { createUser, exportGate, importLines, sqliteOf } from './helpers/build.js'
 import { buildExportApp, exportChain, postExport, readStatus, seedObjects, startExport, waitForJob, type JobStatusBody } from './helpers/exports.js'
 
 tap.test('a Pending job tells how many jobs are ahead of it in the queue', async (t) => {
@@ -58,18 +58,21 @@ tap.test('an InProgress job tells its rate and about when it will be done', asyn
   t.same(statusView({ ...job, total: null }, at).view.progress, { processed: 30_000, ratePerSecond: 15_000 }, 'no ETA before the page size is known')
 
   // And from a real job, read while it runs.
-  const app = await buildExportApp(t)
+  // The job's end is held until a read has seen it running.
+  const gate = exportGate(t)
+  const app = await buildExportApp(t, {}, { exportTask: gate.wrap })
   const u = await createUser(app, ['acme'])
-  await seedObjects(app, 'acme', 'users', 200_000)
+  await seedObjects(app, 'acme', 'users', 20_000)
   const requestId = await startExport(app, u.headers, 'acme', 'users')
   let running: JobStatusBody | undefined
-  for (const deadline = Date.now() + 20_000; !running && Date.now() < deadline;) {
+  for (const deadline = Date.now() + 60_000; !running && Date.now() < deadline;) {
     const view = (await readStatus(app, u.headers, requestId)).json() as JobStatusBody
-    if (view.status === 'InProgress' && view.progress.processed > 0 && view.progress.processed < 200_000) running = view
+    if (view.status === 'InProgress' && view.progress.processed > 0) running = view
     if (view.status !== 'Pending' && view.status !== 'InProgress') break
     await new Promise((resolve) => setTimeout(resolve, 5))
   }
-  t.ok(running, 'a read caught the job half-way')
+  gate.release()
+  t.ok(running, 'a read caught the job running')
   t.ok(running!.progress.ratePerSecond! > 0, `objects per second: ${running!.progress.ratePerSecond}`)
   t.ok(running!.progress.etaSeconds! >= 0 && running!.progress.etaSeconds! < 600, `seconds left: ${running!.progress.etaSeconds}`)
   const done = await waitForJob(app, u.headers, requestId)

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import type { FastifyInstance } from 'fastify'
-import { admin, createUser, filesDirOf, importLines, sqliteOf } from './helpers/build.js'
+import { admin, createUser, exportGate, filesDirOf, importLines, sqliteOf } from './helpers/build.js'
 import { buildExportApp, postExport, seedObjects, waitForJob, type JobStatusBody } from './helpers/exports.js'
 
 const FIRM = 'acme'
@@ -114,6 +114,9 @@ const Database = require(workerData.module)
 const db = new Database(workerData.path)
 db.exec('BEGIN IMMEDIATE')
 parentPort.postMessage('locked')
+// The hold is counted from the moment the caller is about to run its writes, not from the lock.
+const go = new Int32Array(workerData.go)
+Atomics.wait(go, 0, 0)
 Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, workerData.holdMs)
 const releasedAt = Date.now()
 db.exec('COMMIT')
@@ -123,12 +126,13 @@ parentPort.postMessage(releasedAt)
 const BETTER_SQLITE3 = createRequire(import.meta.url).resolve('better-sqlite3')
 
 /**
- * Holds the database's write lock from another thread (its own connection) for `holdMs`,
- * runs `fn` once the lock is held, and returns what `fn` returned, when it was called
+ * Holds the database's write lock from another thread (its own connection), runs `fn` once
+ * the lock is held and keeps it `holdMs` from then (however late this thread saw the lock), and returns what `fn` returned, when it was called
  * and returned, and when the lock holder began to let go.
  */
 async function whileLocked<T> (dbPath: string, holdMs: number, fn: () => Promise<T>): Promise<{ value: T, startedAt: number, doneAt: number, releasedAt: number }> {
-  const worker = new Worker(LOCKER, { eval: true, workerData: { module: BETTER_SQLITE3, path: dbPath, holdMs } })
+  const go = new SharedArrayBuffer(4)
+  const worker = new Worker(LOCKER, { eval: true, workerData: { module: BETTER_SQLITE3, path: dbPath, holdMs, go } })
   const messages: unknown[] = []
   let wake = (): void => {}
   worker.on('message', (m) => { messages.push(m); wake() })
@@ -140,6 +144,8 @@ async function whileLocked<T> (dbPath: string, holdMs: number, fn: () => Promise
   }
   await message(1)
   const startedAt = Date.now()
+  Atomics.store(new Int32Array(go), 0, 1)
+  Atomics.notify(new Int32Array(go), 0)
   try {
     const value = await fn()
     const doneAt = Date.now()
@@ -177,30 +183,32 @@ t.test('a database locked by another connection is waited for, not failed at onc
 })
 
 t.test('a database locked past busy_timeout: writes answer 503 and change nothing; a running export is recorded once the lock goes, without blocking the server meanwhile', async (t) => {
-  const app = await buildExportApp(t)
+  // The export's end is held until the database is locked (6 s, past the 5 s
+  // busy_timeout): then it cannot be recorded until the lock goes.
+  const gate = exportGate(t)
+  const app = await buildExportApp(t, {}, { exportTask: gate.wrap })
   const u = await createUser(app, [FIRM])
-  await seedObjects(app, FIRM, TYPE, 100_000)
+  await seedObjects(app, FIRM, TYPE, 10_000)
 
-  // The export starts, then the database is locked (6 s, past the 5 s busy_timeout)
-  // while the worker writes: its progress and its end cannot be recorded until the lock goes.
   const started = await postExport(app, u.headers, FIRM, TYPE)
   t.equal(started.statusCode, 200)
   const requestId = started.json().requestId as string
   let healthAnswers = 0
   let statusAtLock: unknown
-  const { releasedAt } = await whileLocked(sqliteOf(app).name, 6000, async () => {
+  const { releasedAt, doneAt } = await whileLocked(sqliteOf(app).name, 6000, async () => {
     statusAtLock = sqliteOf(app).prepare('SELECT status FROM export_jobs WHERE id = ?').pluck().get(requestId)
-    const until = Date.now() + 4000
-    while (Date.now() < until) {
+    gate.release()
+    for (let i = 0; i < 10; i++) {
       if ((await app.inject({ url: '/healthz' })).statusCode === 200) healthAnswers++
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
   })
   t.not(statusAtLock, 'Completed', `the job was still running when the lock was taken (${String(statusAtLock)})`)
-  t.ok(healthAnswers >= 10, `the server kept answering while the job's end could not be recorded (${healthAnswers} answers in 4 s)`)
+  t.equal(healthAnswers, 10, 'the server kept answering while the job\'s end could not be recorded')
+  t.ok(doneAt < releasedAt, 'all of them before the lock went')
   const done = await waitForJob(app, u.headers, requestId)
   t.equal(done.status, 'Completed', 'the end of the job is recorded once the lock is released')
-  t.equal(done.result?.total, 100_000)
+  t.equal(done.result?.total, 10_000)
   t.ok(Date.now() >= releasedAt)
 
   const { value: res } = await whileLocked(sqliteOf(app).name, 6000, () =>

@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import { createLocalStorage, exportsDir } from '../files/local-storage.js'
 import { createAdminService, type AdminService } from '../services/admin.js'
 import { createExportEvents, type ExportEvents } from '../services/export-events.js'
-import { createExportScheduler, type ExportScheduler } from '../services/export-scheduler.js'
+import { createExportScheduler, type ExportScheduler, type RunTask } from '../services/export-scheduler.js'
 import { createExportsService, type ExportsService } from '../services/exports.js'
 import { createFilesService, type FilesService } from '../services/files.js'
 import { createObjectsService, type ObjectsService } from '../services/objects.js'
@@ -25,6 +25,11 @@ interface Services {
   readonly signer: Signer
 }
 
+export interface ServicesOptions {
+  /** Wraps how an export page is handed to the worker pool (a test's hold on a job's end). */
+  exportTask?: (run: RunTask) => RunTask
+}
+
 declare module 'fastify' {
   interface FastifyInstance {
     services: Services
@@ -37,7 +42,7 @@ declare module 'fastify' {
  * files directory and starts the queue and the retention sweeper; a stop starts no new job, lets running ones finish
  * for SHUTDOWN_GRACE_SECONDS and ends the workers.
  */
-export default fp(async function servicesPlugin (app: FastifyInstance) {
+export default fp(async function servicesPlugin (app: FastifyInstance, options: ServicesOptions) {
   const { config, store, log } = app
   const signer = createSigner(loadSigningSecret(config.dataDir, config.signingSecret))
   const storage = createLocalStorage(exportsDir(config))
@@ -45,7 +50,7 @@ export default fp(async function servicesPlugin (app: FastifyInstance) {
   const importPool = createImportPool(IMPORT_WORKERS)
   const files = createFilesService({ store, storage, signer })
   const events = createExportEvents({ store })
-  const scheduler = createExportScheduler({ store, events, storage, signer, runTask: pool.run, config, log })
+  const scheduler = createExportScheduler({ store, events, storage, signer, runTask: options.exportTask?.(pool.run) ?? pool.run, config, log })
   const services: Services = {
     admin: createAdminService(store),
     objects: createObjectsService(store, config, importPool.tasks),

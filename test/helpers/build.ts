@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildApp } from '../../src/app.js'
+import type { RunTask } from '../../src/services/export-scheduler.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import { exportsDir } from '../../src/files/local-storage.js'
 import { checkTransactionNesting } from '../../src/store/sqlite/connection.js'
@@ -22,16 +23,46 @@ interface TapLike {
  * Builds the real app on a fresh SQLite file in a tap fixture directory (migrations
  * applied) and closes it in teardown. `env` overrides the environment the config reads.
  */
-export async function build (t: TapLike, env: Record<string, string> = {}): Promise<FastifyInstance & { testConfig: Config }> {
+export async function build (t: TapLike, env: Record<string, string> = {}, options: { exportTask?: ExportGate['wrap'] } = {}): Promise<FastifyInstance & { testConfig: Config }> {
   // A fresh directory per app (t.testdir() is one per test and is wiped when called again).
   const dataDir = mkdtempSync(join(tmpdir(), 'bes-test-'))
   const config = loadConfig({ DATA_DIR: dataDir, ADMIN_TOKEN, LOG_LEVEL: 'silent', ...env })
-  const app = await buildApp(config)
+  const app = await buildApp(config, options)
   t.teardown(async () => {
     await app.close()
     rmSync(dataDir, { recursive: true, force: true })
   })
   return Object.assign(app, { testConfig: config })
+}
+
+/** A hold on the end of export pages: a page's worker finishes, but its job stays InProgress until `release`. */
+export interface ExportGate {
+  wrap: (run: RunTask) => RunTask
+  /** Lets every held page (and any later one) end. */
+  release: () => void
+  /** How many pages have reached the hold. */
+  held: () => number
+}
+
+/**
+ * An ExportGate for `build(t, env, { exportTask: gate.wrap })`: a test sees a job running,
+ * however fast the machine writes the page, and lets it end when it is done looking.
+ */
+export function exportGate (t: TapLike): ExportGate {
+  let release: () => void = () => {}
+  const open = new Promise<void>((resolve) => { release = resolve })
+  t.teardown(() => release())
+  let held = 0
+  return {
+    wrap: (run) => async (task, opts) => {
+      const outcome = await run(task, opts)
+      held++
+      await open
+      return outcome
+    },
+    release: () => release(),
+    held: () => held,
+  }
 }
 
 export const admin = { authorization: `Bearer ${ADMIN_TOKEN}` }

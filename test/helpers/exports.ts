@@ -12,8 +12,8 @@ import { build } from './build.js'
 export const NO_RATE_LIMITS = { RATE_LIMIT_POLLS_PER_MINUTE: '1000000', RATE_LIMIT_STARTS_PER_MINUTE: '1000000' }
 
 /** `build` for export tests: the real app without rate limits, `env` on top. */
-export async function buildExportApp (t: Parameters<typeof build>[0], env: Record<string, string> = {}) {
-  return build(t, { ...NO_RATE_LIMITS, ...env })
+export async function buildExportApp (t: Parameters<typeof build>[0], env: Record<string, string> = {}, options: Parameters<typeof build>[2] = {}) {
+  return build(t, { ...NO_RATE_LIMITS, ...env }, options)
 }
 
 /** A job's status body, as the contract defines it. */
