@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { existsSync, readdirSync, rmSync, watch, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
-import { createUser, filesDirOf, sqliteOf } from './helpers/build.js'
+import { createUser, exportGate, filesDirOf, sqliteOf } from './helpers/build.js'
 import { buildExportApp, downloadFile, postExport, readStatus, startExport, waitForJob, type JobStatusBody, seedObjects } from './helpers/exports.js'
 
 /** Enough objects that an export runs for about a second on this machine. */
@@ -19,7 +19,7 @@ function jobRow (app: FastifyInstance, id: string) {
 }
 
 /** Polls `fn` until it returns a value other than undefined; fails at the deadline. */
-async function until<T> (what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 20_000): Promise<T> {
+async function until<T> (what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 120_000): Promise<T> {
   const deadline = Date.now() + ms
   for (;;) {
     const value = await fn()
@@ -54,7 +54,7 @@ function watchFiles (t: { teardown: (fn: () => void) => void }, dir: string) {
     async flush (): Promise<void> {
       const sentinel = `sentinel-${randomUUID()}`
       writeFileSync(join(dir, sentinel), '')
-      await until('the sentinel event', () => seen.includes(sentinel) ? true : undefined, 5000)
+      await until('the sentinel event', () => seen.includes(sentinel) ? true : undefined, 60_000)
       rmSync(join(dir, sentinel))
     },
   }
@@ -177,13 +177,15 @@ tap.test('deleting a completed request removes its file; its fileUrl answers 410
 })
 
 tap.test("another user's request: 404, and it keeps running", async (t) => {
-  const app = await buildExportApp(t, { EXPORT_WORKERS: '1' })
+  // The job's end is held while the others try to cancel it.
+  const gate = exportGate(t)
+  const app = await buildExportApp(t, { EXPORT_WORKERS: '1' }, { exportTask: gate.wrap })
   const owner = await createUser(app, ['acme'], 'owner')
   const colleague = await createUser(app, ['acme'], 'colleague')
   const stranger = await createUser(app, ['globex'], 'stranger')
-  await seedObjects(app, 'acme', 'users', BIG)
+  await seedObjects(app, 'acme', 'users', 5_000)
   const requestId = await startExport(app, owner.headers, 'acme', 'users')
-  await catchRunning(app, owner.headers, requestId)
+  await until('its page to be written', () => gate.held() > 0 || undefined)
 
   for (const [who, u] of [['a user of the same firm', colleague], ['a user of another firm', stranger]] as const) {
     const res = await cancel(app, u.headers, requestId)
@@ -193,9 +195,10 @@ tap.test("another user's request: 404, and it keeps running", async (t) => {
     t.notOk(res.body.includes('InProgress'), `${who}: nothing of the request leaks`)
   }
   t.equal(jobRow(app, requestId).status, 'InProgress', 'still running')
+  gate.release()
   const done = await waitForJob(app, owner.headers, requestId)
   t.equal(done.status, 'Completed', 'it ran to the end')
-  t.equal(done.result?.total, BIG)
+  t.equal(done.result?.total, 5_000)
   t.ok(existsSync(join(filesDirOf(app), `${requestId}.ndjson`)), 'its file is there')
 })
 

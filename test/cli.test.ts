@@ -176,6 +176,8 @@ tap.test('a permanent error exits non-zero with a clear message; status, list an
   const status = await cli(['status', started, '--wait', '10'], env).done
   t.equal(status.code, 0, status.stderr)
   t.equal(JSON.parse(status.stdout).requestId, started)
+  // --wait answers at the job's first change; list and cancel below need it Completed.
+  await until('the export to complete', async () => (await api(server.base, 'GET', `/api/v1/request/${started}`, { headers })).json().status === 'Completed' || undefined)
   const list = await cli(['list', '--status', 'Completed', '--limit', '5'], env).done
   t.equal(list.code, 0)
   t.ok(JSON.parse(list.stdout).requests.some((r: { requestId: string }) => r.requestId === started))

@@ -1,6 +1,6 @@
 import tap, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createBulkExportClient } from '../src/client/index.js'
@@ -14,18 +14,19 @@ const TYPE = 'users'
 const fast = { attempts: 8, baseMs: 20, maxMs: 200 }
 
 /** A real server process with `count` objects in pages of `jobSize`, and a user's token. */
-async function setup (t: Test, count = 2500, jobSize = 1000) {
+async function setup (t: Test, count = 2500, jobSize = 1000, env: Record<string, string> = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'bes-client-'))
   t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
   const seeded = await seedDataDir(dataDir, FIRM, TYPE, count, 200)
-  const server = await startServer(t, dataDir, { EXPORT_JOB_SIZE: String(jobSize) })
+  const server = await startServer(t, dataDir, { EXPORT_JOB_SIZE: String(jobSize), ...env })
   const user = await createUserOver(server.base, FIRM)
   return { server, seeded, token: user.headers.authorization.slice('Bearer '.length), headers: user.headers }
 }
 
 /** Pulls everything through exportAll and hashes it as the NDJSON the collection is. */
 async function pullAll (base: string, token: string, extra: { cursor?: string | null } = {}) {
-  const client = createBulkExportClient({ baseUrl: base, token, retry: fast, stallMs: 2000 })
+  // Stalls are not the subject here: a download paused by a loaded machine is not retried.
+  const client = createBulkExportClient({ baseUrl: base, token, retry: fast, stallMs: 60_000 })
   const hash = createHash('sha256')
   let count = 0
   let last = ''
@@ -92,12 +93,22 @@ tap.test('503, 429, a dropped connection and a cut download are retried or resum
 })
 
 tap.test('a 409 attaches to the active job of the same page, and waits out one of another', async (t) => {
-  const { server, seeded, token, headers } = await setup(t, 1500, 1000)
+  // Page 1's job is held running until the client's start has met it (a 409).
+  const holdDir = mkdtempSync(join(tmpdir(), 'bes-hold-'))
+  t.teardown(() => rmSync(holdDir, { recursive: true, force: true }))
+  const hold = join(holdDir, 'hold')
+  writeFileSync(hold, '')
+  const { server, seeded, token, headers } = await setup(t, 1500, 1000, { HOLD_EXPORTS_FILE: hold })
   // The same user already started page 1 (a crashed run of the same sync, say).
   const started = await api(server.base, 'POST', `/api/v1/idm/${FIRM}/${TYPE}/export`, { headers })
   t.equal(started.status, 200)
   const proxy = await startFaultProxy(t, server.base, () => undefined)
-  const all = await pullAll(proxy.base, token)
+  const seenStart = until('the client\'s first start', () => proxy.seen.some(isStart) || undefined)
+  const pulled = pullAll(proxy.base, token)
+  await seenStart
+  t.equal((await api(server.base, 'GET', `/api/v1/request/${started.json().requestId}`, { headers })).json().status, 'InProgress', 'page 1 was still running when the client started it')
+  rmSync(hold)
+  const all = await pulled
   t.equal(all.sha256, seeded.sha256)
   const firstStart = proxy.seen.find(isStart)
   t.ok(firstStart, 'the client tried to start page 1')

@@ -16,7 +16,7 @@ tap.test('/docs in a real browser: no console error, authorize, "Try it out" sta
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`))
 
   await page.goto(`${base}/docs`)
-  await page.waitForSelector('#operations-exports-startExport', { timeout: 20_000 })
+  await page.waitForSelector('#operations-exports-startExport', { timeout: 60_000 })
   t.match(await page.locator('.servers select').inputValue(), base, 'the server list names this server')
 
   await page.click('button.authorize')
@@ -32,7 +32,7 @@ tap.test('/docs in a real browser: no console error, authorize, "Try it out" sta
   await op.locator('tr[data-param-name="objectType"] input').fill('users')
   await op.locator('button.execute').click()
   const status = op.locator('.live-responses-table tr.response .response-col_status').first()
-  await status.waitFor({ timeout: 20_000 })
+  await status.waitFor({ timeout: 60_000 })
   t.equal((await status.innerText()).trim(), '200', 'the export starts')
   const body = await op.locator('.live-responses-table tr.response .response-col_description pre').first().innerText()
   t.match(JSON.parse(body), { requestId: /^export-[0-9a-f-]{36}$/ }, `with a request id: ${body}`)

@@ -4,7 +4,7 @@ import { once } from 'node:events'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { loggerOptions } from '../src/logger.js'
-import { ADMIN_TOKEN, createUser, importLines, sqliteOf } from './helpers/build.js'
+import { ADMIN_TOKEN, createUser, importLines, sqliteOf, stagedImports } from './helpers/build.js'
 import { buildExportApp, downloadFile, exportPage, httpGet, NO_RATE_LIMITS, postExport } from './helpers/exports.js'
 
 /** Sends raw bytes over a socket and returns all that comes back. */
@@ -130,7 +130,9 @@ tap.test('a client that drops an import mid-body is its own doing: logged at inf
   for (let i = 0; i < 2000; i++) {
     if (!req.write(JSON.stringify({ id: `u-${i}`, pad: 'x'.repeat(200) }) + '\n')) await once(req, 'drain')
   }
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  // The body is being read (its stage file exists) when the client goes.
+  for (const deadline = Date.now() + 60_000; stagedImports(app) === 0 && Date.now() < deadline;) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.equal(stagedImports(app), 1, 'the import was under way')
   req.destroy()
   const deadline = Date.now() + 30_000
   while (!lines.some((l) => l.msg === 'request refused' || l.msg === 'request failed') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))

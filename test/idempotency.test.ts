@@ -1,7 +1,7 @@
 import tap from 'tap'
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
-import { createUser, importLines, sqliteOf } from './helpers/build.js'
+import { createUser, exportGate, importLines, sqliteOf } from './helpers/build.js'
 import { buildExportApp, readStatus, waitForJob, seedObjects } from './helpers/exports.js'
 
 const HOUR = 3600 * 1000
@@ -21,9 +21,11 @@ function jobIds (app: FastifyInstance): string[] {
 }
 
 tap.test('same user, key and body: the same requestId (200) while active and after completion', async (t) => {
-  const app = await buildExportApp(t, { EXPORT_WORKERS: '1' })
+  // The job's end is held until the retries have been answered: it is active meanwhile.
+  const gate = exportGate(t)
+  const app = await buildExportApp(t, { EXPORT_WORKERS: '1' }, { exportTask: gate.wrap })
   const u = await createUser(app, ['acme'])
-  await seedObjects(app, 'acme', 'users', 60_000)
+  await seedObjects(app, 'acme', 'users', 5_000)
   const key = `nightly-${randomUUID()}`
 
   const first = await post(app, u.headers, 'acme/users', key)
@@ -49,6 +51,7 @@ tap.test('same user, key and body: the same requestId (200) while active and aft
   t.equal(otherKey.statusCode, 409, 'another key is another request: 409 while one is active')
   t.same(jobIds(app), [requestId], 'one job in the database')
 
+  gate.release()
   t.equal((await waitForJob(app, u.headers, requestId)).status, 'Completed')
   const after = await post(app, u.headers, 'acme/users', key)
   t.equal(after.statusCode, 200, 'after completion')

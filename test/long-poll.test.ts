@@ -26,7 +26,7 @@ function countJobReads (app: App): { reads: () => number } {
   return { reads: () => n }
 }
 
-async function until (what: string, fn: () => boolean, ms = 20_000): Promise<void> {
+async function until (what: string, fn: () => boolean, ms = 120_000): Promise<void> {
   const deadline = Date.now() + ms
   while (!fn()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)

@@ -16,12 +16,12 @@ async function getObject (app: App, headers: Record<string, string>, firmId: str
   return app.inject({ url: `/api/v1/idm/${firmId}/${type}/${encodeURIComponent(id)}`, headers })
 }
 
-/** Polls until cond() holds or the deadline passes. */
-async function waitFor (cond: () => boolean, what: string, ms = 5000): Promise<void> {
+/** Polls until cond() holds or the deadline passes (a guard against a hang; it yields the CPU between checks). */
+async function waitFor (cond: () => boolean, what: string, ms = 60_000): Promise<void> {
   const deadline = Date.now() + ms
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setImmediate(resolve))
+    await new Promise((resolve) => setTimeout(resolve, 5))
   }
 }
 

@@ -12,7 +12,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SPEC = parse(readFileSync(new URL('../openapi.yaml', import.meta.url), 'utf8'))
 
 /** Polls `fn` until it returns a value other than undefined, or fails at the deadline. */
-async function until<T> (what: string, fn: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
+async function until<T> (what: string, fn: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
   const deadline = Date.now() + ms
   for (;;) {
     const value = await fn().catch(() => undefined)
@@ -148,7 +148,7 @@ t.test('SIGTERM closes the server gracefully', async (t) => {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'info', EXPORT_WORKERS: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
-  const killer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+  const killer = setTimeout(() => child.kill('SIGKILL'), 120_000)
   t.teardown(() => {
     clearTimeout(killer)
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
@@ -174,7 +174,7 @@ t.test('SIGTERM closes the server gracefully', async (t) => {
   child.kill('SIGTERM')
   const result = await Promise.race([
     exited,
-    new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 15_000).unref()),
+    new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 60_000).unref()),
   ])
   t.not(result, 'timeout', 'exits within the deadline')
   t.same(result, { code: 0, signal: null }, `exit code 0 (stderr: ${stderr})`)

@@ -69,39 +69,35 @@ for (const fault of FAULTS) {
 }
 
 t.test('a write that fails after the temporary file was written: Failed, temporary file removed, slot freed', async (t) => {
-  const app = await buildExportApp(t)
+  // The first job's final name is taken (a directory) before its worker starts: it writes
+  // the whole temporary file, then cannot rename it into place.
+  let blocked = false
+  const app = await buildExportApp(t, {}, {
+    exportTask: (run) => async (task, opts) => {
+      if (!blocked) {
+        blocked = true
+        mkdirSync(task.finalPath)
+        writeFileSync(join(task.finalPath, 'occupied'), '')
+      }
+      return run(task, opts)
+    },
+  })
   const u = await createUser(app, [FIRM])
-  // Enough rows that the worker writes for a while (~45 MB) after the start returns.
   const rows: Array<{ id: string, doc: Buffer }> = []
-  for (let i = 0; i < 100_000; i++) {
+  for (let i = 0; i < 10_000; i++) {
     const id = `obj-${String(i).padStart(6, '0')}`
     rows.push({ id, doc: Buffer.from(JSON.stringify({ id, pad: 'x'.repeat(420) })) })
   }
   await app.store.objects.upsertObjects(FIRM, TYPE, rows, Date.now())
 
-  let failed: JobStatusBody | undefined
-  for (let round = 1; round <= 5 && failed === undefined; round++) {
-    const res = await postExport(app, u.headers, FIRM, TYPE)
-    t.equal(res.statusCode, 200, `round ${round}: the export starts`)
-    const requestId: string = res.json().requestId
-    // Take the final name before the worker renames its temporary file onto it.
-    const blocker = join(filesDirOf(app), `${requestId}.ndjson`)
-    try {
-      mkdirSync(blocker)
-      writeFileSync(join(blocker, 'occupied'), '')
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      t.comment(`round ${round}: the job finished before its final name could be taken; trying again`)
-      await waitForJob(app, u.headers, requestId, { timeoutMs: 30_000 })
-      continue
-    }
-    failed = await waitForJob(app, u.headers, requestId, { timeoutMs: 30_000 })
-  }
-  if (!failed) throw new Error('the export always finished first')
+  const res = await postExport(app, u.headers, FIRM, TYPE)
+  t.equal(res.statusCode, 200, 'the export starts')
+  const requestId: string = res.json().requestId
+  const failed = await waitForJob(app, u.headers, requestId)
   t.equal(failed.status, 'Failed')
   t.equal(failed.error?.code, 'EXPORT_WRITE_FAILED')
   t.match(failed.error?.message, /could not write the export file \(EISDIR\)/, `the whole file was written, the rename failed: ${failed.error?.message}`)
-  t.same(tmpFiles(filesDirOf(app)), [], 'the temporary file (a whole export of 45 MB) is removed')
+  t.same(tmpFiles(filesDirOf(app)), [], 'the temporary file (a whole export of 4.5 MB) is removed')
 
   const next = await runExport(app, u.headers)
   t.equal(next.status, 'Completed', 'the slot is free and the next export runs')
@@ -117,7 +113,8 @@ parentPort.postMessage('locked')
 // The hold is counted from the moment the caller is about to run its writes, not from the lock.
 const go = new Int32Array(workerData.go)
 Atomics.wait(go, 0, 0)
-Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, workerData.holdMs)
+// Held for holdMs, or until the caller lets go (2) once its writes have been answered.
+Atomics.wait(go, 0, 1, workerData.holdMs)
 const releasedAt = Date.now()
 db.exec('COMMIT')
 db.close()
@@ -127,10 +124,11 @@ const BETTER_SQLITE3 = createRequire(import.meta.url).resolve('better-sqlite3')
 
 /**
  * Holds the database's write lock from another thread (its own connection), runs `fn` once
- * the lock is held and keeps it `holdMs` from then (however late this thread saw the lock), and returns what `fn` returned, when it was called
- * and returned, and when the lock holder began to let go.
+ * the lock is held and keeps it `holdMs` from then (however late this thread saw the lock),
+ * or, with `releaseAfterFn`, until `fn` has returned. Returns what `fn` returned, when it
+ * was called and returned, and when the lock holder began to let go.
  */
-async function whileLocked<T> (dbPath: string, holdMs: number, fn: () => Promise<T>): Promise<{ value: T, startedAt: number, doneAt: number, releasedAt: number }> {
+async function whileLocked<T> (dbPath: string, holdMs: number, fn: () => Promise<T>, opts: { releaseAfterFn?: boolean } = {}): Promise<{ value: T, startedAt: number, doneAt: number, releasedAt: number }> {
   const go = new SharedArrayBuffer(4)
   const worker = new Worker(LOCKER, { eval: true, workerData: { module: BETTER_SQLITE3, path: dbPath, holdMs, go } })
   const messages: unknown[] = []
@@ -149,6 +147,10 @@ async function whileLocked<T> (dbPath: string, holdMs: number, fn: () => Promise
   try {
     const value = await fn()
     const doneAt = Date.now()
+    if (opts.releaseAfterFn) {
+      Atomics.store(new Int32Array(go), 0, 2)
+      Atomics.notify(new Int32Array(go), 0)
+    }
     return { value, startedAt, doneAt, releasedAt: await message(2) as number }
   } finally {
     await exited
@@ -211,8 +213,9 @@ t.test('a database locked past busy_timeout: writes answer 503 and change nothin
   t.equal(done.result?.total, 10_000)
   t.ok(Date.now() >= releasedAt)
 
-  const { value: res } = await whileLocked(sqliteOf(app).name, 6000, () =>
-    app.inject({ method: 'PUT', url: `/api/v1/idm/${FIRM}/${TYPE}/locked`, headers: u.headers, payload: { id: 'locked' } }))
+  // Held until the write has been answered, however long it took to be sent.
+  const { value: res } = await whileLocked(sqliteOf(app).name, 120_000, () =>
+    app.inject({ method: 'PUT', url: `/api/v1/idm/${FIRM}/${TYPE}/locked`, headers: u.headers, payload: { id: 'locked' } }), { releaseAfterFn: true })
   t.equal(res.statusCode, 503, 'a write still locked out after busy_timeout is a 503')
   t.equal(res.json().code, 'SERVICE_UNAVAILABLE')
   t.equal(res.headers['retry-after'], '1', 'with Retry-After')

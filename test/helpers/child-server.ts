@@ -16,7 +16,7 @@ interface TapLike {
 }
 
 /** Polls `fn` until it returns a value other than undefined, or throws at the deadline. */
-export async function until<T> (what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 20_000, everyMs = 25): Promise<T> {
+export async function until<T> (what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 60_000, everyMs = 25): Promise<T> {
   const deadline = Date.now() + ms
   for (;;) {
     const value = await fn()
@@ -60,7 +60,9 @@ export interface ServerProcess {
  * still running. The environment is built from scratch so nothing leaks in.
  */
 export async function startServer (t: TapLike, dataDir: string, env: Record<string, string> = {}): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+  // HOLD_EXPORTS_FILE: the export pages' ends are held while that file exists (hold-exports.ts).
+  const hold = env.HOLD_EXPORTS_FILE ? ['--import', './test/helpers/hold-exports.ts'] : []
+  const child = spawn(process.execPath, ['--import', 'tsx', ...hold, 'src/server.ts'], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH ?? '',
@@ -94,7 +96,7 @@ export async function startServer (t: TapLike, dataDir: string, env: Record<stri
     if (m) return m[1]
     if (!running()) throw new Error(`the server exited early: ${stderr}${stdout}`)
     return undefined
-  }, 30_000)
+  }, 60_000)
   return {
     base,
     child,

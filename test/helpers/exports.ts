@@ -59,7 +59,8 @@ export async function readStatus (app: FastifyInstance, headers: Record<string, 
  * receives every answer seen on the way, so callers can check the progression.
  */
 export async function waitForJob (app: FastifyInstance, headers: Record<string, string>, requestId: string, options: { timeoutMs?: number, polls?: Poll[] } = {}): Promise<JobStatusBody> {
-  const deadline = Date.now() + (options.timeoutMs ?? 20_000)
+  // A guard against a hang, not a speed check: a loaded machine runs the (niced) workers slowly.
+  const deadline = Date.now() + (options.timeoutMs ?? 120_000)
   for (;;) {
     const res = await readStatus(app, headers, requestId)
     if (res.statusCode !== 200) throw new Error(`getRequest ${requestId}: ${res.statusCode} ${res.body}`)
@@ -67,7 +68,7 @@ export async function waitForJob (app: FastifyInstance, headers: Record<string, 
     const retryAfter = res.headers['retry-after'] as string | undefined
     options.polls?.push({ status: body.status, processed: body.progress.processed, retryAfter })
     if (body.status === 'Completed' || body.status === 'Failed') return body
-    if (Date.now() > deadline) throw new Error(`job ${requestId} still ${body.status} after ${options.timeoutMs ?? 20_000} ms`)
+    if (Date.now() > deadline) throw new Error(`job ${requestId} still ${body.status} after ${options.timeoutMs ?? 120_000} ms`)
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
 }
@@ -151,9 +152,9 @@ export async function slowGet (url: string, onFirstBytes: () => void = () => {})
 /** How many file descriptors this process has open. */
 export const openFds = (): number => readdirSync('/proc/self/fd').length
 
-/** The open file descriptors once they are back to at most `count` (closing is asynchronous), or after 2 s. */
+/** The open file descriptors once they are back to at most `count` (closing is asynchronous), or after 30 s. */
 export async function fdsSettled (count: number): Promise<number> {
-  for (let waited = 0; openFds() > count && waited < 2000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20))
+  for (let waited = 0; openFds() > count && waited < 30_000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20))
   return openFds()
 }
 
