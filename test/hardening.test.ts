@@ -5,6 +5,7 @@ import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { loggerOptions } from '../src/logger.js'
 import { ADMIN_TOKEN, createUser, importLines, sqliteOf, stagedImports } from './helpers/build.js'
+import { until } from './helpers/child-server.js'
 import { buildExportApp, downloadFile, exportPage, httpGet, NO_RATE_LIMITS, postExport } from './helpers/exports.js'
 
 /** Sends raw bytes over a socket and returns all that comes back. */
@@ -131,8 +132,7 @@ tap.test('a client that drops an import mid-body is its own doing: logged at inf
     if (!req.write(JSON.stringify({ id: `u-${i}`, pad: 'x'.repeat(200) }) + '\n')) await once(req, 'drain')
   }
   // The body is being read (its stage file exists) when the client goes.
-  for (const deadline = Date.now() + 60_000; stagedImports(app) === 0 && Date.now() < deadline;) await new Promise((resolve) => setTimeout(resolve, 10))
-  t.equal(stagedImports(app), 1, 'the import was under way')
+  t.equal(await until('the import to be staged', () => stagedImports(app) || undefined), 1, 'the import was under way')
   req.destroy()
   const deadline = Date.now() + 30_000
   while (!lines.some((l) => l.msg === 'request refused' || l.msg === 'request failed') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
